@@ -1,0 +1,1 @@
+"""RabbitMQ: topology, event envelope, transactional outbox relay and idempotent consumers."""

@@ -1,0 +1,54 @@
+"""One Settings object per process, read from the environment (prefix ``NEWBANK_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["accounts", "transactions", "partners", "cashback"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEWBANK_", extra="ignore")
+
+    service: ServiceName = "accounts"
+    instance_id: str = "local-0"
+
+    # "Whichever node is primary now": a multi-host DSN with target_session_attrs=read-write.
+    database_url: str = "postgresql://newbank@127.0.0.1:5432/bank?target_session_attrs=read-write"
+    # Lists and reports may read from a standby; empty means "use the primary".
+    database_replica_url: str = ""
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=10, ge=1)
+    db_command_timeout_s: float = 10.0
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    exchange: str = "newbank.events"
+    dead_letter_exchange: str = "newbank.dlx"
+
+    admin_token: str = ""
+    # The accounts service's internal address (introspection), never routed by the ingress.
+    accounts_internal_url: str = "http://127.0.0.1:8101"
+    introspection_cache_s: float = 30.0
+
+    onboarding_rate_limit_per_minute: int = 30
+    partners_cache_ttl_s: float = 1.5
+    outbox_poll_interval_s: float = 0.05
+    outbox_batch_size: int = 200
+    consumer_prefetch: int = 64
+    consumer_max_retries: int = 5
+    consumer_retry_base_delay_ms: int = 200
+    idempotency_retention_h: int = 48
+
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "INFO"
+    # Run the migrations of this service's database at start-up (idempotent).
+    migrate_on_start: bool = True
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
