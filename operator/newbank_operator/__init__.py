@@ -1,0 +1,1 @@
+"""NewBank's operator: scaling and RabbitMQ queue recovery, for kopf and for the local runtime."""
