@@ -1,0 +1,154 @@
+"""API keys and the caller's identity.
+
+Keys are random (192 bits), shown once, stored as SHA-256 digests: with that much entropy a fast hash
+is enough and the lookup is by digest, so no stored secret is ever compared byte by byte. The admin
+key comes from the environment and is compared in constant time.
+
+The accounts service owns the keys; the other services ask its internal introspection endpoint
+(RFC 7662 style) and keep the answer in a short cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated, Literal, Protocol
+from uuid import UUID
+
+import httpx
+from fastapi import Depends, Request
+
+from newbank.errors import ProblemError
+
+PrincipalKind = Literal["admin", "merchant", "customer"]
+KEY_PREFIX = {"merchant": "nbm_", "customer": "nbc_"}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: PrincipalKind
+    id: UUID | None = None  # None for the admin
+
+    @property
+    def scope(self) -> str:
+        """The idempotency scope: keys are scoped per caller."""
+        return "admin" if self.kind == "admin" else f"{self.kind}:{self.id}"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "admin"
+
+
+def generate_api_key(kind: Literal["merchant", "customer"]) -> str:
+    return KEY_PREFIX[kind] + secrets.token_urlsafe(24)
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def is_admin_token(candidate: str, admin_token: str) -> bool:
+    return bool(admin_token) and hmac.compare_digest(candidate.encode(), admin_token.encode())
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+UNAUTHORIZED = ProblemError(
+    401, "unauthorized", "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}
+)
+
+
+class KeyResolver(Protocol):
+    async def resolve(self, token: str) -> Principal | None: ...
+
+
+class IntrospectionClient:
+    """Asks the accounts service who a key belongs to, and remembers the answer briefly."""
+
+    def __init__(self, base_url: str, admin_token: str, ttl_s: float = 30.0, negative_ttl_s: float = 2.0):
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(3.0))
+        self._admin_token = admin_token
+        self._ttl_s = ttl_s
+        self._negative_ttl_s = negative_ttl_s
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._max_entries = 100_000
+
+    async def resolve(self, token: str) -> Principal | None:
+        if is_admin_token(token, self._admin_token):
+            return Principal("admin")
+        digest = hash_api_key(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        response = await self._client.post(
+            "/internal/introspect",
+            json={"token": token},
+            headers={"Authorization": f"Bearer {self._admin_token}"},
+        )
+        response.raise_for_status()
+        answer = response.json()
+        principal = None
+        if answer.get("active"):
+            principal = Principal(answer["kind"], UUID(answer["sub"]))
+        ttl = self._ttl_s if principal else self._negative_ttl_s
+        if len(self._cache) >= self._max_entries:
+            self._cache.clear()
+        self._cache[digest] = (now + ttl, principal)
+        return principal
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _resolver(request: Request) -> KeyResolver:
+    return request.app.state.key_resolver
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    token = bearer_token(request)
+    if token is None:
+        return None
+    principal = await _resolver(request).resolve(token)
+    if principal is None:
+        raise UNAUTHORIZED
+    return principal
+
+
+async def require_principal(request: Request) -> Principal:
+    token = bearer_token(request)
+    if token is None:
+        raise UNAUTHORIZED
+    principal = await _resolver(request).resolve(token)
+    if principal is None:
+        raise UNAUTHORIZED
+    return principal
+
+
+def require_kind(*kinds: PrincipalKind):
+    async def dependency(principal: Annotated[Principal, Depends(require_principal)]) -> Principal:
+        if principal.kind not in kinds:
+            raise ProblemError(403, "forbidden", f"this operation needs a {' or '.join(kinds)} key")
+        return principal
+
+    return dependency
+
+
+CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
+MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
+AdminPrincipal = Annotated[Principal, Depends(require_kind("admin"))]
+MerchantPrincipal = Annotated[Principal, Depends(require_kind("merchant"))]
+CustomerPrincipal = Annotated[Principal, Depends(require_kind("customer"))]
+MerchantOrAdmin = Annotated[Principal, Depends(require_kind("merchant", "admin"))]
+CustomerOrAdmin = Annotated[Principal, Depends(require_kind("customer", "admin"))]

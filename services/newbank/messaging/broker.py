@@ -1,0 +1,120 @@
+"""One supervised AMQP connection per process.
+
+``run()`` connects, declares the topology, calls the ``on_connected`` callbacks (consumers start
+there), waits for the connection to drop, and starts again with back-off. A broker restarted with an
+empty data folder therefore gets its topology back from every service that reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+from newbank.messaging.topology import TOPOLOGY, Topology
+
+log = logging.getLogger("newbank.broker")
+
+OnConnected = Callable[[aio_pika.abc.AbstractConnection], Awaitable[None]]
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology = TOPOLOGY) -> AbstractExchange:
+    """Declare the exchanges, quorum queues, DLQs, retry queues and bindings (idempotent)."""
+    events = await channel.declare_exchange(topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    dlx = await channel.declare_exchange(
+        topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    for spec in topology.queues:
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
+        for routing_key in spec.routing_keys:
+            await queue.bind(events, routing_key)
+        dlq = await channel.declare_queue(
+            spec.dead_letter_queue, durable=True, arguments=spec.dead_letter_arguments()
+        )
+        await dlq.bind(dlx, spec.name)
+        await channel.declare_queue(spec.retry_queue, durable=True, arguments=spec.retry_arguments())
+    return events
+
+
+class Broker:
+    def __init__(self, url: str, topology: Topology = TOPOLOGY) -> None:
+        self.url = url
+        self.topology = topology
+        self.connection: aio_pika.abc.AbstractConnection | None = None
+        self._on_connected: list[OnConnected] = []
+        self._publish_channel: AbstractChannel | None = None
+        self._publish_lock = asyncio.Lock()
+        self._stopping = False
+        self.connected = asyncio.Event()
+
+    def on_connected(self, callback: OnConnected) -> None:
+        self._on_connected.append(callback)
+
+    @property
+    def available(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    async def run(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            try:
+                connection = await aio_pika.connect(self.url, timeout=5)
+            except Exception as exc:
+                log.warning("broker unreachable: %s", exc.__class__.__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            closed = asyncio.Event()
+            connection.close_callbacks.add(lambda *_, done=closed: done.set())
+            try:
+                self.connection = connection
+                channel = await connection.channel()
+                await declare_topology(channel, self.topology)
+                await channel.close()
+                for callback in self._on_connected:
+                    await callback(connection)
+                self.connected.set()
+                delay = 0.2
+                log.info("broker connected")
+                await closed.wait()
+            except Exception as exc:
+                log.warning("broker session ended: %r", exc)
+            finally:
+                self.connected.clear()
+                self.connection = None
+                self._publish_channel = None
+                if not connection.is_closed:
+                    await connection.close()
+            if not self._stopping:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def publish_channel(self) -> AbstractChannel:
+        """A channel with publisher confirms; reopened after any failure (a nacking channel stays bad)."""
+        async with self._publish_lock:
+            if self._publish_channel is None or self._publish_channel.is_closed:
+                if not self.available:
+                    raise ConnectionError("broker not connected")
+                assert self.connection is not None
+                self._publish_channel = await self.connection.channel(publisher_confirms=True)
+            return self._publish_channel
+
+    async def reset_publish_channel(self) -> None:
+        async with self._publish_lock:
+            channel, self._publish_channel = self._publish_channel, None
+        if channel is not None and not channel.is_closed:
+            try:
+                await channel.close()
+            except Exception:
+                pass
+
+    async def close(self) -> None:
+        self._stopping = True
+        if self.connection is not None and not self.connection.is_closed:
+            await self.connection.close()
+
+
+__all__ = ["Broker", "declare_topology"]

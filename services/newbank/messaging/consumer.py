@@ -1,0 +1,162 @@
+"""Idempotent consumers: the inbox row and the effect commit together, then the message is acked.
+
+A redelivery (consumer killed between commit and ack, the same event published twice, a replayed
+outbox row) finds its inbox row and changes nothing. Failures are sorted in three:
+- transient (database failing over, broker hiccup): the message goes back to the queue after a pause,
+  never to the DLQ;
+- anything else (bad payload, unknown schema version, a bug): retried through the queue's ``.retry``
+  delay queue with exponential back-off, then dead-lettered with its reason after ``max_retries``.
+Nothing blocks the queue and nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+
+from newbank.database import Database
+from newbank.errors import TRANSIENT_DB_ERRORS
+from newbank.messaging.broker import Broker
+from newbank.messaging.events import Event, MalformedEvent, parse_event
+from newbank.messaging.topology import QueueSpec
+from newbank.observability import EVENTS_CONSUMED
+
+log = logging.getLogger("newbank.consumer")
+
+Handler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
+RETRIES_HEADER = "x-newbank-retries"
+ERROR_HEADER = "x-newbank-error"
+
+
+class PermanentEventError(Exception):
+    """This event cannot be processed as it is (bad payload, unknown version)."""
+
+
+@dataclass
+class ConsumerSpec:
+    """Which queue, which handler per event type, and which schema versions it understands."""
+
+    queue: QueueSpec
+    handlers: Mapping[str, Handler]
+    versions: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    # Called after a commit that wrote outbox events (wakes the relay).
+    after_commit: Callable[[], None] | None = None
+
+
+class InboxConsumer:
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        db: Database,
+        broker: Broker,
+        *,
+        consumer_name: str,
+        prefetch: int = 64,
+        max_retries: int = 5,
+        retry_base_delay_ms: int = 200,
+    ) -> None:
+        self.spec = spec
+        self.db = db
+        self.broker = broker
+        self.consumer_name = consumer_name
+        self.prefetch = prefetch
+        self.max_retries = max_retries
+        self.retry_base_delay_ms = retry_base_delay_ms
+
+    async def start(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        queue = await channel.get_queue(self.spec.queue.name, ensure=False)
+        await queue.consume(self.on_message)
+
+    def _check(self, event: Event) -> Handler:
+        handler = self.spec.handlers.get(event.type)
+        if handler is None:
+            raise PermanentEventError(f"no handler for event type {event.type!r}")
+        versions = self.spec.versions.get(event.type)
+        if versions is not None and event.version not in versions:
+            raise PermanentEventError(f"unknown schema version {event.version} of {event.type}")
+        return handler
+
+    async def process(self, event: Event) -> bool:
+        """Apply the event once; returns False when it had been applied already."""
+        handler = self._check(event)
+        async with self.db.primary.acquire() as conn, conn.transaction():
+            fresh = await conn.fetchval(
+                "INSERT INTO inbox_event (consumer, event_id, event_type) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                self.consumer_name,
+                event.id,
+                event.type,
+            )
+            if not fresh:
+                return False
+            await handler(conn, event)
+        if self.spec.after_commit is not None:
+            self.spec.after_commit()
+        return True
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        queue = self.spec.queue.name
+        try:
+            event = parse_event(message.body)
+            applied = await self.process(event)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("transient failure, requeued: %r", exc, extra={"queue": queue})
+            EVENTS_CONSUMED.labels(queue, "requeued").inc()
+            await asyncio.sleep(1.0)
+            await message.nack(requeue=True)
+            return
+        except (MalformedEvent, PermanentEventError, Exception) as exc:
+            await self._retry_or_dead_letter(message, f"{exc.__class__.__name__}: {exc}")
+            return
+        EVENTS_CONSUMED.labels(queue, "applied" if applied else "duplicate").inc()
+        await message.ack()
+
+    async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        queue = self.spec.queue
+        retries = int((message.headers or {}).get(RETRIES_HEADER, 0) or 0)
+        headers = dict(message.headers or {})
+        headers[ERROR_HEADER] = reason[:1000]
+        try:
+            channel = await self.broker.publish_channel()
+            if retries < self.max_retries:
+                headers[RETRIES_HEADER] = retries + 1
+                delay_ms = self.retry_base_delay_ms * (2**retries)
+                await channel.default_exchange.publish(
+                    _copy(message, headers, expiration_ms=delay_ms), routing_key=queue.retry_queue
+                )
+                EVENTS_CONSUMED.labels(queue.name, "retried").inc()
+                log.warning("event retried in %d ms: %s", delay_ms, reason, extra={"queue": queue.name})
+            else:
+                dlx = await channel.get_exchange(self.broker.topology.dead_letter_exchange, ensure=False)
+                await dlx.publish(_copy(message, headers), routing_key=queue.name)
+                EVENTS_CONSUMED.labels(queue.name, "dead_lettered").inc()
+                log.error("event dead-lettered: %s", reason, extra={"queue": queue.name})
+        except Exception as exc:
+            log.warning("could not retry or dead-letter, requeued: %r", exc)
+            await self.broker.reset_publish_channel()
+            await asyncio.sleep(1.0)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+
+
+def _copy(
+    message: AbstractIncomingMessage, headers: dict[str, object], expiration_ms: int | None = None
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers,  # type: ignore[arg-type]
+        message_id=message.message_id,
+        type=message.type,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        expiration=expiration_ms / 1000 if expiration_ms is not None else None,
+    )

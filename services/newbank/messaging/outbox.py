@@ -1,0 +1,137 @@
+"""The transactional outbox relay.
+
+Events are rows written in the same transaction as the change that caused them (``outbox_add``). The
+relay takes pending rows with ``FOR UPDATE SKIP LOCKED`` (so several instances share the work without
+publishing one row twice at once), publishes them as persistent messages with publisher confirms, and
+marks them published only after every confirm. A broker outage therefore loses nothing: rows wait.
+Delivery is at least once; the consumers' inbox makes it exactly-once in effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aio_pika
+import asyncpg
+import orjson
+
+from newbank.database import Database
+from newbank.messaging.broker import Broker
+from newbank.messaging.topology import TOPOLOGY
+from newbank.observability import OUTBOX_PENDING, OUTBOX_PUBLISHED
+
+log = logging.getLogger("newbank.outbox")
+
+# Routing keys that some durable queue is bound to: a message for them must be routed, or it is a
+# failure (a queue is missing) and the row stays pending until the topology is back.
+_MUST_ROUTE = frozenset(key for spec in TOPOLOGY.queues for key in spec.routing_keys)
+
+_PENDING_SQL = """
+SELECT seq, id, routing_key, envelope FROM outbox_event
+ WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+
+
+async def add_event(conn: asyncpg.Connection, event_type: str, source: str, data: dict[str, Any]) -> str:
+    """Write an event into the outbox in the caller's transaction; returns its id."""
+    return str(await conn.fetchval("SELECT outbox_add($1, $2, $3)", event_type, source, data))
+
+
+def _message(row: asyncpg.Record) -> aio_pika.Message:
+    envelope = row["envelope"]
+    return aio_pika.Message(
+        body=orjson.dumps(envelope),
+        message_id=str(row["id"]),
+        type=envelope["type"],
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers={"x-newbank-version": envelope["version"], "x-newbank-source": envelope["source"]},
+    )
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, broker: Broker, *, poll_interval_s: float = 0.05, batch_size: int = 200):
+        self.db = db
+        self.broker = broker
+        self.poll_interval_s = poll_interval_s
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Called after a commit that wrote events, so they leave without waiting for the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s * (1 + 4 * min(failures, 20)))
+            self._wake.clear()
+            if not self.broker.available:
+                continue
+            try:
+                while await self.publish_batch() == self.batch_size:
+                    pass
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning("outbox batch not published: %r", exc)
+                await self.broker.reset_publish_channel()
+
+    async def publish_batch(self) -> int:
+        async with self.db.primary.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_PENDING_SQL, self.batch_size)
+            if not rows:
+                return 0
+            channel = await self.broker.publish_channel()
+            exchange = await channel.get_exchange(TOPOLOGY.exchange, ensure=False)
+            await asyncio.gather(
+                *(
+                    exchange.publish(_message(row), row["routing_key"], mandatory=row["routing_key"] in _MUST_ROUTE)
+                    for row in rows
+                )
+            )
+            await conn.execute(
+                "UPDATE outbox_event SET published_at = now() WHERE seq = ANY($1::bigint[])",
+                [row["seq"] for row in rows],
+            )
+        OUTBOX_PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    async def flush(self) -> int:
+        """Publish everything pending now (the operator asks for this after a broker outage)."""
+        total = 0
+        while True:
+            published = await self.publish_batch()
+            total += published
+            if published < self.batch_size:
+                return total
+
+    async def housekeeping(self, retention_s: float = 3600.0, interval_s: float = 5.0) -> None:
+        """Report the backlog and delete rows published long ago, in small batches."""
+        while not self._stopping:
+            try:
+                async with self.db.primary.acquire() as conn:
+                    OUTBOX_PENDING.set(
+                        await conn.fetchval("SELECT count(*) FROM outbox_event WHERE published_at IS NULL")
+                    )
+                    await conn.execute(
+                        "DELETE FROM outbox_event WHERE seq IN (SELECT seq FROM outbox_event"
+                        " WHERE published_at < now() - make_interval(secs => $1) LIMIT 5000)",
+                        retention_s,
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("outbox housekeeping skipped: %r", exc)
+            await asyncio.sleep(interval_s)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
