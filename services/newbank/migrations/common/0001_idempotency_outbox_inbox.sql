@@ -75,7 +75,13 @@ RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT jsonb_build_object(
         'status', p_status,
         'problem', true,
-        'body', jsonb_build_object('type', p_type, 'title', p_type, 'status', p_status, 'detail', p_detail),
+        'body', jsonb_build_object('type', p_type, 'status', p_status, 'detail', p_detail,
+                                   'title', CASE p_status WHEN 402 THEN 'Payment required'
+                                                          WHEN 403 THEN 'Forbidden'
+                                                          WHEN 404 THEN 'Not found'
+                                                          WHEN 409 THEN 'Conflict'
+                                                          WHEN 422 THEN 'Unprocessable content'
+                                                          ELSE 'Error' END),
         'replayed', false);
 $$;
 
