@@ -1,0 +1,1 @@
+"""Cashback service: cashback credited once per payment, reversed on refunds, redeemable."""

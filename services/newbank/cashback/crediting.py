@@ -1,0 +1,176 @@
+"""Cashback from the bank's events: credited once per payment, reversed on refunds.
+
+Each handler runs inside the consumer's transaction, which also records the event id in the inbox: a
+redelivered or replayed event finds its inbox row and never gets here twice. The entry's primary key
+(payment_id) adds a second guard for the same payment arriving under several event ids, and the entry
+row lock serializes a payment and its refunds handled by competing consumers at the same time.
+
+A refund may overtake its payment (several outbox relays publish in no global order): it carries the
+payment's facts, so the entry is made from them first and the refund applied to it; the late
+payment.completed then finds the entry and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+from pydantic import BaseModel, ValidationError
+
+from newbank.cashback import queries
+from newbank.cashback.rule import EntryState, cashback_for, entry_status
+from newbank.cashback.schemas import (
+    AccountOpened,
+    PaymentCompleted,
+    PaymentFacts,
+    PaymentRefunded,
+    RedemptionCompleted,
+)
+from newbank.messaging.consumer import PermanentEventError
+from newbank.messaging.events import Event
+from newbank.partners.offers import OfferVersion, offer_in_force
+
+log = logging.getLogger("newbank.cashback")
+
+Payload = TypeVar("Payload", bound=BaseModel)
+
+
+def parse(model: type[Payload], event: Event) -> Payload:
+    try:
+        return model.model_validate(event.data)
+    except ValidationError as exc:
+        raise PermanentEventError(f"bad {event.type} payload: {exc.errors(include_url=False)[:3]}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    payment_id: Any
+    account_id: Any
+    merchant_id: Any
+    currency: str
+    state: EntryState
+    entry_version: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Entry:
+        state = EntryState(row["payment_amount"], row["earned"], row["refunded_amount"], row["reversed_amount"])
+        return cls(
+            row["payment_id"], row["account_id"], row["merchant_id"], row["currency"], state, row["entry_version"]
+        )
+
+    def event_data(self) -> dict[str, Any]:
+        """What the transaction service needs to show ``cashback`` on the payment."""
+        return {
+            "payment_id": str(self.payment_id),
+            "account_id": str(self.account_id),
+            "merchant_id": str(self.merchant_id),
+            "status": self.state.status,
+            "amount": self.state.net,
+            "earned": self.state.earned,
+            "reversed_amount": self.state.reversed_amount,
+            "currency": self.currency,
+            "entry_version": self.entry_version,
+        }
+
+
+async def _offer_at(conn: asyncpg.Connection, payment: PaymentFacts) -> OfferVersion | None:
+    row = await conn.fetchrow(queries.OFFER_AT, payment.merchant_id, payment.created_at)
+    versions = [] if row is None else [OfferVersion(**dict(row))]
+    return offer_in_force(versions, payment.created_at)
+
+
+async def ensure_entry(conn: asyncpg.Connection, payment: PaymentFacts) -> tuple[Entry, bool]:
+    """The payment's entry, locked; made (and its cashback credited) if it did not exist yet."""
+    row = await conn.fetchrow(queries.LOCK_ENTRY, payment.payment_id)
+    if row is not None:
+        return Entry.from_row(row), False
+    await conn.execute(queries.ENSURE_ACCOUNT, payment.account_id, payment.customer_id, payment.account_currency)
+    offer = await _offer_at(conn, payment)
+    rate_bps = offer.rate_bps if offer else 0
+    earned = cashback_for(payment.debited_amount, rate_bps)
+    row = await conn.fetchrow(
+        queries.INSERT_ENTRY,
+        payment.payment_id,
+        payment.account_id,
+        payment.merchant_id,
+        entry_status(earned, 0),
+        payment.account_currency,
+        payment.debited_amount,
+        payment.amount,
+        payment.currency,
+        rate_bps,
+        offer.version if offer else None,
+        earned,
+        payment.created_at,
+    )
+    if row is None:  # another consumer made it meanwhile: use theirs
+        row = await conn.fetchrow(queries.LOCK_ENTRY, payment.payment_id)
+        return Entry.from_row(row), False
+    if earned:
+        await conn.execute(queries.ADD_TO_BALANCE, payment.account_id, earned)
+    return Entry.from_row(row), True
+
+
+async def _announce(conn: asyncpg.Connection, entry: Entry, *, reversal: bool) -> None:
+    event_type = "cashback.reversed" if reversal else f"cashback.{entry.state.status}"
+    await conn.execute(queries.ADD_EVENT, event_type, entry.event_data())
+
+
+async def on_payment_completed(conn: asyncpg.Connection, event: Event) -> None:
+    payment = parse(PaymentCompleted, event)
+    entry, created = await ensure_entry(conn, payment)
+    if created:
+        await _announce(conn, entry, reversal=False)
+
+
+async def on_payment_refunded(conn: asyncpg.Connection, event: Event) -> None:
+    refund = parse(PaymentRefunded, event)
+    if refund.refunded_amount > refund.payment_amount:
+        raise PermanentEventError("refunded_amount exceeds payment_amount")
+    entry, created = await ensure_entry(conn, refund.payment())
+    before = entry.state
+    after = before.after_refund(refund.refunded_amount)
+    reversed_now = after.reversed_amount - before.reversed_amount
+    await conn.execute(
+        queries.RECORD_REFUND,
+        refund.refund_id,
+        refund.payment_id,
+        refund.amount,
+        refund.refunded_amount,
+        reversed_now,
+        refund.created_at,
+    )
+    if after == before:
+        if created:
+            await _announce(conn, entry, reversal=False)
+        return
+    version = entry.entry_version + 1
+    await conn.execute(
+        queries.UPDATE_ENTRY_REFUNDED,
+        entry.payment_id,
+        after.refunded_amount,
+        after.reversed_amount,
+        after.status,
+        version,
+    )
+    if reversed_now:
+        await conn.execute(queries.ADD_TO_BALANCE, entry.account_id, -reversed_now)
+    changed = Entry(entry.payment_id, entry.account_id, entry.merchant_id, entry.currency, after, version)
+    await _announce(conn, changed, reversal=reversed_now > 0)
+
+
+async def on_account_opened(conn: asyncpg.Connection, event: Event) -> None:
+    account = parse(AccountOpened, event)
+    await conn.execute(
+        queries.UPSERT_ACCOUNT_OPENED, account.account_id, account.customer_id, account.currency, account.created_at
+    )
+
+
+async def on_redemption_completed(conn: asyncpg.Connection, event: Event) -> None:
+    """The accounts service credited the bank account: the redemption is complete."""
+    done = parse(RedemptionCompleted, event)
+    found = await conn.fetchval(queries.COMPLETE_REDEMPTION, done.redemption_id, done.account_id, done.completed_at)
+    if found is None:
+        raise PermanentEventError(f"no redemption {done.redemption_id} of account {done.account_id}")

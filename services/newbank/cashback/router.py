@@ -1,0 +1,55 @@
+"""HTTP only: the cashback endpoints of API.md."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from newbank.auth import CustomerOrAdmin, CustomerPrincipal
+from newbank.cashback import service
+from newbank.cashback.dependencies import Db
+from newbank.cashback.schemas import CashbackAccount, Redemption, RedemptionIn
+from newbank.idempotency import IdempotencyKey
+from newbank.service_app import Context
+
+router = APIRouter(prefix="/api/v1/cashback", tags=["cashback"])
+
+
+@router.get("/accounts/{account_id}", response_model=CashbackAccount)
+async def get_cashback_account(
+    account_id: UUID,
+    principal: CustomerOrAdmin,
+    db: Db,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    return await service.account_view(db, principal, account_id, limit=limit, cursor=cursor)
+
+
+@router.post(
+    "/accounts/{account_id}/redemptions",
+    status_code=202,
+    response_model=Redemption,
+    responses={402: {"description": "insufficient-cashback"}},
+)
+async def redeem_cashback(
+    account_id: UUID,
+    redemption: RedemptionIn,
+    principal: CustomerPrincipal,
+    key: IdempotencyKey,
+    db: Db,
+    ctx: Context,
+    request: Request,
+) -> JSONResponse:
+    outcome = await service.redeem(db, principal, account_id, redemption, key, request.url.path)
+    if outcome.status == 202 and not outcome.replayed:
+        ctx.relay.wake()  # the event leaves now, not at the next poll
+    return outcome.response()
+
+
+@router.get("/redemptions/{redemption_id}", response_model=Redemption)
+async def get_redemption(redemption_id: UUID, principal: CustomerOrAdmin, db: Db) -> Any:
+    return await service.get_redemption(db, principal, redemption_id)

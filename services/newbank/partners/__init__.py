@@ -1,0 +1,1 @@
+"""Partners service: partner stores and their versioned cashback offers, read through a cache."""
