@@ -1,0 +1,239 @@
+"""HAProxy 2.6 as the ingress: prefix routing, health checks, and live add/remove of instances.
+
+The config is generated from the list of instances; afterwards instances come and go through the
+runtime API (a unix socket with ``level admin``): a new server starts in maintenance with checks off,
+so it is ``add``-ed, ``enable``-d and health-checked before it gets traffic; a server leaves by
+``drain`` → no sessions left → ``disable`` → ``del`` (only then is its process stopped).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from newbank.runtime import procs
+
+HAPROXY_BIN = "/usr/sbin/haproxy"
+SERVICES = ("accounts", "transactions", "partners", "cashback")
+
+# Public path prefixes → the service that owns them (API.md). ``/internal/...`` is never routed.
+ROUTES: dict[str, tuple[str, ...]] = {
+    "accounts": ("/api/v1/customers", "/api/v1/accounts", "/api/v1/fx-rates", "/api/v1/merchants"),
+    "transactions": ("/api/v1/payments",),
+    "partners": ("/api/v1/partners",),
+    "cashback": ("/api/v1/cashback",),
+}
+# ``/_/<service>/<probe>`` reaches one service's own endpoint through the ingress.
+PROBES = ("healthz", "readyz", "metrics", "docs", "openapi.json")
+SERVER_CHECK = "check inter 1s fastinter 500ms downinter 1s fall 2 rise 1"
+
+
+def _acl(prefixes: tuple[str, ...]) -> str:
+    """Match the prefix itself or anything below it, never ``/api/v1/accountsXYZ``."""
+    exact = " ".join(prefixes)
+    below = " ".join(f"{p}/" for p in prefixes)
+    return f"{{ path {exact} }} || {{ path_beg {below} }}"
+
+
+def render_config(
+    port: int,
+    socket_path: Path,
+    servers: dict[str, list[tuple[str, int]]],
+    stats_port: int | None = None,
+) -> str:
+    """The whole haproxy.cfg; ``servers`` maps a service to its (name, port) instances."""
+    services_re = "|".join(SERVICES)
+    probes_re = "|".join(p.replace(".", r"\.") for p in PROBES)
+    lines = [
+        "global",
+        "    maxconn 4096",
+        f"    stats socket {socket_path} mode 600 level admin",
+        "    stats timeout 30s",
+        "    log stdout format raw local0 info",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option httplog",
+        "    option dontlog-normal",
+        "    timeout connect 2s",
+        "    timeout client 60s",
+        "    timeout server 60s",
+        "    timeout http-request 10s",
+        "    timeout queue 10s",
+        "    # Payments are idempotent by key, so a request that never reached an instance (or got",
+        "    # nothing back) may go to another one; a response timeout is never retried.",
+        "    option redispatch 1",
+        "    retries 2",
+        "    retry-on conn-failure empty-response",
+        "    option forwardfor",
+        f"    default-server {SERVER_CHECK}",
+        "",
+        "frontend ingress",
+        f"    bind 127.0.0.1:{port}",
+        f"    acl probe path_reg ^/_/({services_re})/({probes_re})$",
+        "    http-request set-var(txn.service) path,field(3,/) if probe",
+        r"    http-request replace-path ^/_/[^/]+(/.*)$ \1 if probe",
+        "    use_backend %[var(txn.service)] if { var(txn.service) -m found }",
+    ]
+    for service, prefixes in ROUTES.items():
+        lines.append(f"    use_backend {service} if {_acl(prefixes)}")
+    lines += [
+        "    default_backend no_route",
+        "",
+        "backend no_route",
+        "    http-request return status 404 content-type application/problem+json "
+        'string \'{"type":"not-found","title":"Not Found","status":404,"detail":"no such route"}\'',
+    ]
+    for service in SERVICES:
+        lines += [
+            "",
+            f"backend {service}",
+            "    balance roundrobin",
+            "    option httpchk GET /healthz",
+            "    http-check expect status 200",
+        ]
+        lines += [f"    server {name} 127.0.0.1:{srv_port}" for name, srv_port in servers.get(service, [])]
+    if stats_port:
+        lines += [
+            "",
+            "frontend stats",
+            f"    bind 127.0.0.1:{stats_port}",
+            "    stats enable",
+            "    stats uri /stats",
+            "    stats refresh 2s",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class RuntimeApiError(RuntimeError):
+    pass
+
+
+@dataclass
+class HAProxy:
+    """The ingress process and its runtime API."""
+
+    root: Path
+    port: int
+    stats_port: int | None = None
+    servers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.root / "admin.sock"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "haproxy.cfg"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "haproxy.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "haproxy.pid"
+
+    @property
+    def pid(self) -> int | None:
+        pid = procs.read_pid(self.pid_file)
+        return pid if procs.pid_alive(pid) else None
+
+    # ---------------------------------------------------------------- lifecycle
+    def write_config(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(render_config(self.port, self.socket_path, self.servers, self.stats_port))
+
+    def start(self, timeout_s: float = 15) -> None:
+        if self.pid:
+            return
+        self.write_config()
+        check = procs.spawn([HAPROXY_BIN, "-c", "-q", "-f", str(self.config_file)], self.log_file)
+        if check.wait(timeout=30) != 0:
+            raise procs.StartupError("haproxy", "invalid configuration", self.log_file)
+        self.socket_path.unlink(missing_ok=True)
+        proc = procs.spawn([HAPROXY_BIN, "-db", "-f", str(self.config_file)], self.log_file)
+        procs.write_pid(self.pid_file, proc.pid)
+        procs.wait_until(
+            lambda: procs.port_open(self.port) and self.socket_path.exists(),
+            timeout_s=timeout_s,
+            component="haproxy",
+            log_file=self.log_file,
+            alive=lambda: procs.pid_alive(proc.pid),
+        )
+
+    def stop(self) -> None:
+        procs.stop_pid(procs.read_pid(self.pid_file), timeout_s=10)
+        self.pid_file.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- runtime API
+    def runtime(self, command: str, timeout_s: float = 5) -> str:
+        """Send one command to the runtime API and return its answer."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(str(self.socket_path))
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def stats(self) -> list[dict[str, str]]:
+        """``show stat`` as rows (one per frontend, backend and server)."""
+        text = self.runtime("show stat").lstrip("# ")
+        return list(csv.DictReader(io.StringIO(text)))
+
+    def server_states(self, backend: str) -> dict[str, dict[str, str]]:
+        """Per server: ``status`` (UP/DOWN/MAINT/DRAIN...), ``scur`` (current sessions), ``qcur``."""
+        return {
+            row["svname"]: row
+            for row in self.stats()
+            if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")
+        }
+
+    def add_server(self, backend: str, name: str, port: int, *, wait_up_s: float = 20) -> None:
+        """Register an instance live; returns once HAProxy's health check says it is UP."""
+        if name not in self.server_states(backend):
+            out = self.runtime(f"add server {backend}/{name} 127.0.0.1:{port} {SERVER_CHECK}")
+            if "New server registered" not in out:
+                raise RuntimeApiError(f"add server {backend}/{name}: {out.strip()}")
+        self.runtime(f"enable server {backend}/{name}")
+        self.runtime(f"enable health {backend}/{name}")
+        if wait_up_s:
+            procs.wait_until(
+                lambda: self.server_states(backend)[name]["status"].startswith("UP"),
+                timeout_s=wait_up_s,
+                interval_s=0.2,
+                component=f"haproxy server {backend}/{name}",
+                log_file=self.log_file,
+            )
+
+    def remove_server(self, backend: str, name: str, *, drain_timeout_s: float = 30) -> None:
+        """Drain, wait for the sessions to finish, disable, delete (the process may stop afterwards)."""
+        if name not in self.server_states(backend):
+            return
+        self.runtime(f"set server {backend}/{name} state drain")
+        deadline = time.monotonic() + drain_timeout_s
+        while time.monotonic() < deadline:
+            row = self.server_states(backend).get(name)
+            if row is None or (int(row["scur"] or 0) == 0 and int(row["qcur"] or 0) == 0):
+                break
+            time.sleep(0.1)
+        self.runtime(f"disable server {backend}/{name}")
+        out = ""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = self.runtime(f"del server {backend}/{name}")
+            if "Server deleted" in out or "No such server" in out:
+                return
+            time.sleep(0.2)
+        raise RuntimeApiError(f"del server {backend}/{name}: {out.strip()}")

@@ -1,0 +1,379 @@
+"""PostgreSQL 15 primary + streaming replica managed by Patroni 4 (etcd3 as the DCS).
+
+PostgreSQL refuses to run as root, so Patroni and its postmaster run as the ``postgres`` system user
+from this repository's virtual environment (made with /usr/bin/python3, which that user can read).
+Synchronous replication is on but not strict: when the replica is gone the primary keeps taking writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from newbank.runtime import procs
+from newbank.runtime.etcd import Etcd
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_USER = "postgres"
+DATABASES = ("bank", "cashback")
+
+
+def patroni_executable() -> str:
+    """The ``patroni`` script next to the running interpreter (the repo's .venv)."""
+    candidate = Path(sys.executable).parent / "patroni"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("patroni")
+    if not found:
+        raise procs.StartupError("postgresql", "patroni is not installed (pip install 'patroni[etcd3]')")
+    return found
+
+
+def _chown_to_postgres(path: Path) -> None:
+    entry = pwd.getpwnam(PG_USER)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=1.5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except OSError:
+        return 0
+
+
+def _http_json(url: str) -> dict[str, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=1.5) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as err:
+        return dict(json.loads(err.read() or b"{}"))
+
+
+@dataclass
+class PatroniNode:
+    """One Patroni member: its REST API, its postmaster, its data directory."""
+
+    name: str
+    root: Path
+    pg_port: int
+    rest_port: int
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "sock"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "patroni.yml"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "patroni.log"
+
+    @property
+    def pid_file(self) -> Path:
+        # Kept outside the postgres-owned folder so root always controls it.
+        return self.root.parent / f"{self.name}.patroni.pid"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def patroni_pid(self) -> int | None:
+        pid = procs.read_pid(self.pid_file)
+        return pid if procs.pid_alive(pid) else None
+
+    @property
+    def postmaster_pid(self) -> int | None:
+        pid = procs.read_pid(self.data_dir / "postmaster.pid")
+        return pid if procs.pid_alive(pid) else None
+
+    def role(self) -> str | None:
+        """``primary``, ``replica`` or None when Patroni does not answer."""
+        try:
+            info = _http_json(f"{self.rest_url}/patroni")
+        except (OSError, ValueError):
+            return None
+        role = info.get("role")
+        if role == "master":
+            return "primary"
+        return str(role) if role and info.get("state") == "running" else None
+
+    def is_primary(self) -> bool:
+        return _http_status(f"{self.rest_url}/primary") == 200
+
+    def is_replica(self) -> bool:
+        return _http_status(f"{self.rest_url}/replica") == 200
+
+    def is_sync_standby(self) -> bool:
+        return _http_status(f"{self.rest_url}/sync") == 200
+
+
+@dataclass
+class PgCluster:
+    """Two Patroni nodes, one etcd, databases ``bank`` and ``cashback`` and a service login role."""
+
+    root: Path
+    etcd_url: str
+    pg_ports: tuple[int, int]
+    rest_ports: tuple[int, int]
+    scope: str = "newbank"
+    user: str = "newbank"
+    password: str = ""
+    superuser_password: str = ""
+    replication_password: str = ""
+    nodes: list[PatroniNode] = field(default_factory=list)
+    # The DCS, when this object also owns it (``start_pg_cluster``); Patroni needs it to fail over.
+    etcd: Etcd | None = None
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            self.nodes = [
+                PatroniNode(f"pg{i}", self.root / f"pg{i}", self.pg_ports[i], self.rest_ports[i]) for i in range(2)
+            ]
+        self._load_or_make_secrets()
+
+    # ---------------------------------------------------------------- secrets and DSNs
+    def _load_or_make_secrets(self) -> None:
+        secrets_file = self.root / "secrets.json"
+        if secrets_file.exists():
+            data = json.loads(secrets_file.read_text())
+        else:
+            data = {k: os.urandom(18).hex() for k in ("password", "superuser", "replication", "rewind")}
+            self.root.mkdir(parents=True, exist_ok=True)
+            secrets_file.touch(mode=0o600)
+            secrets_file.write_text(json.dumps(data))
+        self.password = self.password or data["password"]
+        self.superuser_password = data["superuser"]
+        self.replication_password = data["replication"]
+        self._rewind_password = data["rewind"]
+
+    def _dsn(self, hosts: str, db: str, user: str, password: str, attrs: str | None) -> str:
+        query = f"?target_session_attrs={attrs}" if attrs else ""
+        return f"postgresql://{quote(user)}:{quote(password)}@{hosts}/{db}{query}"
+
+    def multi_host_dsn(self, db: str = "bank", target_session_attrs: str = "read-write") -> str:
+        """Whichever node is primary now (libpq/asyncpg multi-host)."""
+        hosts = ",".join(f"127.0.0.1:{n.pg_port}" for n in self.nodes)
+        return self._dsn(hosts, db, self.user, self.password, target_session_attrs)
+
+    def replica_multi_host_dsn(self, db: str = "bank") -> str:
+        return self.multi_host_dsn(db, "prefer-standby")
+
+    def primary_dsn(self, db: str = "bank") -> str:
+        node = self.primary()
+        return self._dsn(f"127.0.0.1:{node.pg_port}", db, self.user, self.password, None)
+
+    def replica_dsn(self, db: str = "bank") -> str:
+        node = self.replica()
+        return self._dsn(f"127.0.0.1:{node.pg_port}", db, self.user, self.password, None)
+
+    def superuser_dsn(self, db: str = "postgres", node: PatroniNode | None = None) -> str:
+        node = node or self.primary()
+        return self._dsn(f"127.0.0.1:{node.pg_port}", db, PG_USER, self.superuser_password, None)
+
+    @property
+    def rest_urls(self) -> list[str]:
+        return [n.rest_url for n in self.nodes]
+
+    # ---------------------------------------------------------------- who is who
+    def node(self, name: str) -> PatroniNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def primary(self, timeout_s: float = 0) -> PatroniNode:
+        """The node whose Patroni says it is the leader; waits up to ``timeout_s`` for one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for node in self.nodes:
+                if node.is_primary():
+                    return node
+            if time.monotonic() >= deadline:
+                raise LookupError("no PostgreSQL primary right now")
+            time.sleep(0.3)
+
+    def replica(self, timeout_s: float = 0) -> PatroniNode:
+        """A running streaming replica; waits up to ``timeout_s`` for one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for node in self.nodes:
+                if node.is_replica():
+                    return node
+            if time.monotonic() >= deadline:
+                raise LookupError("no PostgreSQL replica right now")
+            time.sleep(0.3)
+
+    def roles(self) -> dict[str, str | None]:
+        return {n.name: n.role() for n in self.nodes}
+
+    # ---------------------------------------------------------------- lifecycle
+    def _patroni_config(self, node: PatroniNode) -> dict[str, object]:
+        parameters = {
+            "unix_socket_directories": str(node.socket_dir),
+            "max_connections": 300,
+            "shared_buffers": "64MB",
+            "wal_level": "replica",
+            "hot_standby": "on",
+            "max_wal_senders": 10,
+            "max_replication_slots": 10,
+            "wal_keep_size": "256MB",
+            "wal_log_hints": "on",
+            "log_destination": "stderr",
+            "logging_collector": "off",
+        }
+        auth = {
+            "superuser": {"username": PG_USER, "password": self.superuser_password},
+            "replication": {"username": "replicator", "password": self.replication_password},
+            "rewind": {"username": "rewinder", "password": self._rewind_password},
+        }
+        return {
+            "scope": self.scope,
+            "namespace": "/newbank/",
+            "name": node.name,
+            "log": {"level": "INFO"},
+            "restapi": {"listen": f"127.0.0.1:{node.rest_port}", "connect_address": f"127.0.0.1:{node.rest_port}"},
+            "etcd3": {"hosts": [self.etcd_url.removeprefix("http://")]},
+            "bootstrap": {
+                "dcs": {
+                    "ttl": 20,
+                    "loop_wait": 1,
+                    "retry_timeout": 5,
+                    "maximum_lag_on_failover": 16 * 1024 * 1024,
+                    "synchronous_mode": True,
+                    "synchronous_mode_strict": False,
+                    "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": parameters},
+                },
+                "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
+            },
+            "postgresql": {
+                "listen": f"127.0.0.1:{node.pg_port}",
+                "connect_address": f"127.0.0.1:{node.pg_port}",
+                "data_dir": str(node.data_dir),
+                "bin_dir": str(PG_BIN),
+                "pgpass": str(node.root / "pgpass"),
+                "authentication": auth,
+                "parameters": {"unix_socket_directories": str(node.socket_dir)},
+                "pg_hba": [
+                    "local all all trust",
+                    "host replication replicator 127.0.0.1/32 scram-sha-256",
+                    "host all all 127.0.0.1/32 scram-sha-256",
+                ],
+                # A spread checkpoint would make the replica's base backup wait for minutes.
+                "basebackup": [{"checkpoint": "fast"}],
+                "remove_data_directory_on_rewind_failure": True,
+                "remove_data_directory_on_diverged_timelines": True,
+            },
+            "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+        }
+
+    def _prepare_node(self, node: PatroniNode) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        for folder in (node.root, node.socket_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            _chown_to_postgres(folder)
+        os.chmod(node.root, 0o700)
+        node.config_file.write_text(json.dumps(self._patroni_config(node), indent=1))
+        os.chmod(node.config_file, 0o600)
+        _chown_to_postgres(node.config_file)
+
+    def start_node(self, node: PatroniNode) -> int:
+        """Start Patroni for ``node`` (it bootstraps, follows or promotes by itself)."""
+        if node.patroni_pid:
+            return node.patroni_pid
+        self._prepare_node(node)
+        env = {
+            "PATH": f"{PG_BIN}:/usr/bin:/bin",
+            "HOME": str(node.root),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = procs.spawn(
+            [patroni_executable(), str(node.config_file)], node.log_file, env=env, cwd=node.root, user=PG_USER
+        )
+        procs.write_pid(node.pid_file, proc.pid)
+        return proc.pid
+
+    def start(self, timeout_s: float = 120) -> None:
+        """Start both nodes, wait for a primary and a streaming replica, create roles and databases."""
+        first, second = self.nodes
+        self.start_node(first)
+        # The second member waits until the first holds the leader key, so pg0 bootstraps.
+        procs.wait_until(
+            lambda: any(n.is_primary() for n in self.nodes),
+            timeout_s=timeout_s,
+            component=f"postgresql {first.name} (patroni)",
+            log_file=first.log_file,
+            alive=lambda: bool(first.patroni_pid) or bool(second.patroni_pid),
+        )
+        self.start_node(second)
+        self.ensure_databases()
+        procs.wait_until(
+            lambda: any(n.is_replica() for n in self.nodes),
+            timeout_s=timeout_s,
+            component=f"postgresql {second.name} (patroni replica)",
+            log_file=second.log_file,
+            alive=lambda: bool(second.patroni_pid),
+        )
+
+    def wait_sync(self, timeout_s: float = 30) -> None:
+        """Wait until a synchronous standby is in place (acknowledged commits survive a failover)."""
+        procs.wait_until(
+            lambda: any(n.is_sync_standby() for n in self.nodes),
+            timeout_s=timeout_s,
+            component="postgresql synchronous standby",
+            log_file=self.nodes[1].log_file,
+        )
+
+    def ensure_databases(self) -> None:
+        """Create the service role and the two databases (idempotent)."""
+        import psycopg2  # imported here: only the runtime needs it
+
+        conn = psycopg2.connect(self.superuser_dsn("postgres", self.primary(timeout_s=30)))
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                cur.execute(f'{verb} ROLE "{self.user}" LOGIN PASSWORD %s', (self.password,))
+                for db in DATABASES:
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+                    if not cur.fetchone():
+                        cur.execute(f'CREATE DATABASE "{db}" OWNER "{self.user}"')
+        finally:
+            conn.close()
+
+    def kill_node(self, node: PatroniNode) -> None:
+        """Crash a whole member: Patroni and its postmaster, SIGKILL (chaos tests)."""
+        postmaster = node.postmaster_pid
+        procs.kill_pid(node.patroni_pid)
+        procs.kill_pid(postmaster)
+
+    def stop_node(self, node: PatroniNode) -> None:
+        postmaster = node.postmaster_pid
+        procs.stop_pid(procs.read_pid(node.pid_file), timeout_s=30)
+        procs.stop_pid(postmaster, timeout_s=15)
+        node.pid_file.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        """Stop the replica(s) first so the primary never sees a needless failover."""
+        ordered = sorted(self.nodes, key=lambda n: n.is_primary())
+        for node in ordered:
+            self.stop_node(node)
