@@ -1,0 +1,1 @@
+"""The accounts service: customers, accounts, deposits, FX rates, merchants, key introspection."""

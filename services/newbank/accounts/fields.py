@@ -1,0 +1,73 @@
+"""Field types and the problem+json schema shared by the Bank's two services (accounts, transactions).
+
+They turn API.md's rules on money and identity into pydantic types, so a wrong amount, currency or
+country is refused with 422 before any SQL runs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Any
+
+from babel import Locale
+from pydantic import AfterValidator, BaseModel, Field, StrictInt, StrictStr
+
+from newbank.errors import PROBLEM_JSON
+from newbank.money import MAX_AMOUNT, is_known_currency
+
+# CLDR lists regions that are not ISO 3166-1 countries: continents and groupings (EU, EZ, UN, QO),
+# reserved or user-assigned codes (X*, ZZ) and exceptionally reserved ones (AC, CP, CQ, DG, EA, IC, TA).
+_NOT_ISO_3166 = frozenset({"AC", "CP", "CQ", "DG", "EA", "EU", "EZ", "IC", "QO", "TA", "UN", "ZZ"})
+
+
+@lru_cache(maxsize=1)
+def known_countries() -> frozenset[str]:
+    territories = Locale.parse("en").territories
+    return frozenset(
+        code
+        for code in territories
+        if len(code) == 2 and code.isalpha() and code not in _NOT_ISO_3166 and not code.startswith("X")
+    )
+
+
+def _currency(code: str) -> str:
+    if not is_known_currency(code):
+        raise ValueError("not an ISO 4217 currency code (upper case, e.g. EUR)")
+    return code
+
+
+def _country(code: str) -> str:
+    if code not in known_countries():
+        raise ValueError("not an ISO 3166-1 alpha-2 country code (upper case, e.g. DE)")
+    return code
+
+
+Amount = Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT, description="minor units of the currency")]
+CurrencyCode = Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"]), AfterValidator(_currency)]
+CountryCode = Annotated[StrictStr, Field(pattern=r"^[A-Z]{2}$", examples=["DE"]), AfterValidator(_country)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every 4xx of the API answers."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem+json answers of a route (so schema checks know them)."""
+    return {
+        status: {"description": "problem details", "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}}}
+        for status in statuses
+    }
+
+
+# Every route can answer these: no or bad key, bad JSON, an invalid field, a body over 64 KiB.
+COMMON_PROBLEMS = (400, 401, 413, 422)

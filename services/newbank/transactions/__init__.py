@@ -1,0 +1,1 @@
+"""The transaction service: payments and refunds, one database round trip each."""

@@ -1,0 +1,86 @@
+"""HTTP routes of the transaction service (API.md "Bank — transaction service").
+
+Payment bodies come from the database as JSON already (``payment_json``), so they are sent as they
+are: the hot path parses one request model and serialises nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from newbank.accounts.fields import COMMON_PROBLEMS, problem_responses
+from newbank.auth import CurrentPrincipal, MerchantOrAdmin, MerchantPrincipal
+from newbank.idempotency import IdempotencyKey
+from newbank.service_app import Context
+from newbank.transactions import service
+from newbank.transactions.dependencies import Page
+from newbank.transactions.schemas import Payment, PaymentCreate, PaymentPage, Refund, RefundCreate
+
+router = APIRouter(prefix="/api/v1", tags=["bank: transactions"])
+
+
+def _json(body: Any) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.post(
+    "/payments",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {"model": Payment, "description": "the payment"},
+        **problem_responses(*COMMON_PROBLEMS, 402, 403, 404, 409),
+    },
+)
+async def make_payment(
+    ctx: Context, merchant: MerchantPrincipal, idempotency_key: IdempotencyKey, body: PaymentCreate
+) -> JSONResponse:
+    outcome = await service.make_payment(ctx.db, merchant, idempotency_key, body)
+    if outcome.status == 201 and not outcome.replayed:
+        ctx.relay.wake()
+    return outcome.response()
+
+
+@router.get(
+    "/payments",
+    response_model=None,
+    responses={200: {"model": PaymentPage, "description": "newest first"}, **problem_responses(*COMMON_PROBLEMS, 403)},
+)
+async def list_payments(ctx: Context, principal: MerchantOrAdmin, page: Page) -> Response:
+    return _json(await service.list_payments(ctx.db, principal, page.limit, page.cursor))
+
+
+@router.get(
+    "/payments/{payment_id}",
+    response_model=None,
+    responses={200: {"model": Payment, "description": "the payment"}, **problem_responses(*COMMON_PROBLEMS, 404)},
+)
+async def get_payment(ctx: Context, principal: CurrentPrincipal, payment_id: UUID) -> Response:
+    return _json(await service.get_payment(ctx.db, principal, payment_id))
+
+
+@router.post(
+    "/payments/{payment_id}/refunds",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {"model": Refund, "description": "the refund"},
+        **problem_responses(*COMMON_PROBLEMS, 402, 403, 404, 409),
+    },
+)
+async def make_refund(
+    ctx: Context,
+    merchant: MerchantPrincipal,
+    idempotency_key: IdempotencyKey,
+    payment_id: UUID,
+    body: RefundCreate,
+) -> JSONResponse:
+    outcome = await service.make_refund(ctx.db, merchant, idempotency_key, payment_id, body)
+    if outcome.status == 201 and not outcome.replayed:
+        ctx.relay.wake()
+    return outcome.response()
