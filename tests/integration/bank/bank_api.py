@@ -1,0 +1,118 @@
+"""The Bank API as the integration tests drive it (imported by name: the test folders are not packages)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from conftest import BankServices
+
+
+def problem(response: httpx.Response, status: int, type_: str | None = None) -> dict[str, Any]:
+    """Asserts a problem+json answer with this status (and type slug) and returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert body["status"] == status
+    if type_ is not None:
+        assert body["type"] == type_, body
+    return body
+
+
+def client_address() -> str:
+    """A made-up client address per onboarding, as HAProxy would forward it (the limit is per address)."""
+    return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
+class Bank:
+    """The Bank API as a test drives it: admin set-up helpers plus raw clients for each service."""
+
+    def __init__(self, services: BankServices, accounts: httpx.AsyncClient, transactions: list[httpx.AsyncClient]):
+        self.services = services
+        self.accounts = accounts
+        self.transactions = transactions
+        self.admin = {"Authorization": f"Bearer {services.admin_token}"}
+
+    @staticmethod
+    def auth(key: str, idempotency_key: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {key}"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    async def customer(self, name: str = "Ada Lovelace", country: str = "GB") -> dict[str, Any]:
+        response = await self.accounts.post(
+            "/api/v1/customers", json={"name": name, "country": country}, headers=self.admin
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def account(self, customer_id: str, currency: str = "EUR", deposit: int = 0) -> dict[str, Any]:
+        response = await self.accounts.post(
+            "/api/v1/accounts", json={"customer_id": customer_id, "currency": currency}, headers=self.admin
+        )
+        assert response.status_code == 201, response.text
+        account = response.json()
+        if deposit:
+            await self.deposit(account["id"], deposit, currency)
+            account["balance"] = deposit
+        return account
+
+    async def funded_account(self, currency: str = "EUR", deposit: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+        customer = await self.customer()
+        return customer, await self.account(customer["id"], currency, deposit)
+
+    async def deposit(self, account_id: str, amount: int, currency: str = "EUR") -> dict[str, Any]:
+        response = await self.accounts.post(
+            f"/api/v1/accounts/{account_id}/deposits",
+            json={"amount": amount, "currency": currency},
+            headers={**self.admin, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def merchant(self, currency: str = "EUR", name: str = "Corner Shop", country: str = "DE") -> dict[str, Any]:
+        response = await self.accounts.post(
+            "/api/v1/merchants",
+            json={"name": name, "country": country, "currency": currency, "category": "books"},
+            headers={"X-Forwarded-For": client_address()},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def set_rate(self, base: str, quote: str, rate: str) -> None:
+        response = await self.accounts.put(f"/api/v1/fx-rates/{base}/{quote}", json={"rate": rate}, headers=self.admin)
+        assert response.status_code == 200, response.text
+
+    async def balance(self, account_id: str) -> int:
+        response = await self.accounts.get(f"/api/v1/accounts/{account_id}", headers=self.admin)
+        assert response.status_code == 200, response.text
+        return response.json()["balance"]
+
+    async def pay(
+        self,
+        merchant: dict[str, Any],
+        account_id: str,
+        amount: int,
+        currency: str | None = None,
+        key: str | None = None,
+        instance: int = 0,
+        **extra: Any,
+    ) -> httpx.Response:
+        body = {"account_id": account_id, "amount": amount, "currency": currency or merchant["currency"], **extra}
+        return await self.transactions[instance].post(
+            "/api/v1/payments", json=body, headers=self.auth(merchant["api_key"], key or str(uuid.uuid4()))
+        )
+
+    async def refund(
+        self, merchant: dict[str, Any], payment_id: str, amount: int, key: str | None = None, instance: int = 0
+    ) -> httpx.Response:
+        return await self.transactions[instance].post(
+            f"/api/v1/payments/{payment_id}/refunds",
+            json={"amount": amount},
+            headers=self.auth(merchant["api_key"], key or str(uuid.uuid4())),
+        )
