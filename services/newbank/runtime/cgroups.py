@@ -1,0 +1,111 @@
+"""cgroup v1 CPU and memory limits per service instance (the same limits as the Helm chart).
+
+Layout: ``/sys/fs/cgroup/{cpu,memory}/newbank-<hash of the state folder>/<instance>``, so two copies
+of the platform (``newbank up`` and a test's own) never share a group. A process joins its groups
+before it ``exec``s the service (a tiny ``sh`` wrapper), so no allocation escapes the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CGROUP_ROOT = Path(os.environ.get("NEWBANK_CGROUP_ROOT", "/sys/fs/cgroup"))
+CFS_PERIOD_US = 100_000
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_quota_us: int  # per CFS_PERIOD_US: 30_000 = 30 % of one CPU
+    memory_bytes: int
+
+    def describe(self) -> str:
+        return f"{self.cpu_quota_us * 100 // CFS_PERIOD_US}% CPU / {self.memory_bytes // MIB} MiB"
+
+
+LIMITS: dict[str, Limits] = {
+    "accounts": Limits(30_000, 200 * MIB),
+    "partners": Limits(30_000, 200 * MIB),
+    "cashback": Limits(30_000, 200 * MIB),
+    "transactions": Limits(50_000, 300 * MIB),
+}
+
+
+def group_name(home: Path) -> str:
+    digest = hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:10]
+    return f"newbank-{digest}"
+
+
+def available() -> str | None:
+    """None when cgroup v1 cpu+memory can be written here, else why not."""
+    for controller in ("cpu", "memory"):
+        path = CGROUP_ROOT / controller
+        if not path.is_dir():
+            return f"no cgroup v1 '{controller}' controller at {path}"
+        if not os.access(path, os.W_OK):
+            return f"{path} is not writable"
+    return None
+
+
+def _group_dirs(home: Path, instance: str) -> tuple[Path, Path]:
+    name = group_name(home)
+    return CGROUP_ROOT / "cpu" / name / instance, CGROUP_ROOT / "memory" / name / instance
+
+
+def prepare(home: Path, instance: str, limits: Limits) -> list[Path]:
+    """Create the instance's groups with their limits; returns the ``cgroup.procs`` files to join."""
+    cpu_dir, mem_dir = _group_dirs(home, instance)
+    cpu_dir.mkdir(parents=True, exist_ok=True)
+    mem_dir.mkdir(parents=True, exist_ok=True)
+    (cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+    (cpu_dir / "cpu.cfs_quota_us").write_text(str(limits.cpu_quota_us))
+    (mem_dir / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+    return [cpu_dir / "cgroup.procs", mem_dir / "cgroup.procs"]
+
+
+def join_and_exec(procs_files: list[Path], argv: list[str]) -> list[str]:
+    """``argv`` wrapped so the process joins the groups, then becomes the service (same PID)."""
+    joins = " && ".join(f"echo $$ > {f}" for f in procs_files)
+    return ["/bin/sh", "-c", f'{joins} && exec "$@"', "newbank-instance", *argv]
+
+
+def read_limits(home: Path, instance: str) -> Limits | None:
+    """The limits the kernel holds for ``instance`` (None when it has no groups)."""
+    cpu_dir, mem_dir = _group_dirs(home, instance)
+    try:
+        quota = int((cpu_dir / "cpu.cfs_quota_us").read_text())
+        memory = int((mem_dir / "memory.limit_in_bytes").read_text())
+    except (OSError, ValueError):
+        return None
+    return Limits(quota, memory)
+
+
+def pids_in(home: Path, instance: str) -> list[int]:
+    cpu_dir, _ = _group_dirs(home, instance)
+    try:
+        return [int(p) for p in (cpu_dir / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def remove(home: Path, instance: str) -> None:
+    """Remove the instance's groups (only possible once its processes are gone)."""
+    for path in _group_dirs(home, instance):
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+def remove_all(home: Path) -> None:
+    for controller in ("cpu", "memory"):
+        parent = CGROUP_ROOT / controller / group_name(home)
+        if parent.is_dir():
+            for child in parent.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                parent.rmdir()
