@@ -1,0 +1,207 @@
+"""Run locust against the platform and read what it saw: shared by ``newbank loadtest``, the scaling
+benchmark and the profiler, so that all three drive the same scenario the same way.
+
+    python -m loadtest.run --users 1000 --duration 60        # setup, load, checks, summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadtest import checks, setup_data
+from loadtest.cpu import CpuWindow, descendants
+from loadtest.report import read_locust_stats, read_records, read_status_counts, server_errors, window_stats
+
+LOADTEST_DIR = Path(__file__).resolve().parent
+LOCUSTFILE = LOADTEST_DIR / "locustfile.py"
+PLATFORM_USERS = ["MerchantUser", "CustomerUser", "VisitorUser"]
+
+
+def locust_executable() -> str:
+    beside = Path(sys.executable).with_name("locust")
+    return str(beside) if beside.exists() else (shutil.which("locust") or "locust")
+
+
+def platform_target() -> tuple[str, Path]:
+    """The ingress URL and state folder of the platform ``newbank up`` started for this shell."""
+    home = Path(os.environ.get("NEWBANK_HOME") or LOADTEST_DIR.parent / ".newbank").resolve()
+    port = os.environ.get("NEWBANK_PORT", "8080")
+    try:
+        from newbank.runtime.layout import Layout
+
+        layout = Layout.load(home)
+        if layout is not None:
+            port = str(layout.ingress_port)
+    except ImportError:
+        pass
+    return f"http://127.0.0.1:{port}", home
+
+
+@dataclass
+class LocustRun:
+    """One headless locust run (or the web UI on request), reports into ``results``."""
+
+    results: Path
+    host: str
+    data: Path | None = None
+    users: int = 1000
+    spawn_rate: float = 200
+    run_time_s: float = 60
+    processes: int = 1
+    wait: str = "1.5,3.5"
+    mode: str = "platform"
+    cpus: str = ""  # taskset CPU list for locust, e.g. "1"; empty = not pinned
+    web_ui: bool = False
+    user_classes: list[str] = field(default_factory=lambda: list(PLATFORM_USERS))
+
+    def command(self) -> list[str]:
+        argv = [
+            locust_executable(), "-f", str(LOCUSTFILE), "--host", self.host,
+            "-u", str(self.users), "-r", str(self.spawn_rate),
+            "--csv", str(self.results / "locust"), "--html", str(self.results / "locust.html"),
+            "--stop-timeout", "10", "--loglevel", "WARNING", "--exit-code-on-error", "0",
+        ]  # fmt: skip
+        if not self.web_ui:
+            argv += ["--headless", "-t", f"{int(self.run_time_s)}s", "--only-summary"]
+        if self.processes > 1:
+            argv += ["--processes", str(self.processes)]
+        argv += self.user_classes
+        return (["taskset", "-c", self.cpus] if self.cpus else []) + argv
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(LOADTEST_RESULTS=str(self.results), LOADTEST_WAIT=self.wait, LOADTEST_MODE=self.mode)
+        if self.data:
+            env["LOADTEST_DATA"] = str(self.data)
+        return env
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.results.mkdir(parents=True, exist_ok=True)
+        for stale in [*self.results.glob("payments-*.jsonl"), *self.results.glob("statuses-*.json")]:
+            stale.unlink()
+        log = (self.results / "locust.log").open("ab")
+        self.started_at = time.time()
+        return subprocess.Popen(self.command(), env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                cwd=LOADTEST_DIR.parent)
+
+
+def run_with_cpu(run: LocustRun, instance_pids: list[int] | None = None, warmup_s: float = 0,
+                 progress: bool = True) -> tuple[int, dict[str, float], float]:
+    """Run locust to its end, measuring CPU between the end of warm-up and the end of the load.
+
+    Returns (exit code, cores used per group, epoch second at which the measured window started).
+    """
+    proc = run.start()
+    groups = {"locust": lambda: descendants(proc.pid), "instances": lambda: list(instance_pids or [])}
+    window = CpuWindow(groups)
+    deadline = run.started_at + run.run_time_s
+    _sleep_while(proc, min(warmup_s, run.run_time_s), deadline, progress)
+    window_start = time.time()
+    window.start()
+    # CPU is read just before locust stops its users, so the shutdown stays out of the figures.
+    _sleep_while(proc, deadline - 0.5 - time.time(), deadline, progress)
+    used = window.stop()
+    _sleep_while(proc, 3600, deadline, progress)
+    if progress:
+        print("\r" + " " * 40 + "\r", end="", flush=True)
+    return proc.returncode or 0, used, window_start
+
+
+def _sleep_while(proc: subprocess.Popen[bytes], seconds: float, deadline: float, progress: bool) -> None:
+    until = time.time() + max(seconds, 0)
+    while proc.poll() is None and time.time() < until:
+        if progress:
+            print(f"\r  load running, {max(0, deadline - time.time()):4.0f}s left", end="", flush=True)
+        time.sleep(min(0.5, max(until - time.time(), 0.01)))
+
+
+def summarise(results: Path, window_start: float, window_end: float) -> dict[str, object]:
+    """What one run did, from the records of its locust processes and locust's own CSV."""
+    stats = window_stats(read_records(results), window_start, window_end)
+    statuses = read_status_counts(results)
+    total = read_locust_stats(results / "locust_stats.csv").get("Aggregated", {}) \
+        if (results / "locust_stats.csv").exists() else {}
+    return {
+        "payments": stats.payments, "failed_payments": stats.failed,
+        "payments_per_s": stats.payments_per_s, "p50_ms": stats.p50_ms, "p95_ms": stats.p95_ms,
+        "p99_ms": stats.p99_ms, "error_rate": stats.error_rate, "server_errors": server_errors(statuses),
+        "requests": int(total.get("Request Count", 0) or 0), "requests_per_s": float(total.get("Requests/s", 0) or 0),
+        "request_failures": int(total.get("Failure Count", 0) or 0), "statuses": statuses,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``newbank loadtest``: set the data up, run locust, check, print a one-screen summary."""
+    host, home = platform_target()
+    parser = argparse.ArgumentParser(prog="newbank loadtest", description=main.__doc__)
+    parser.add_argument("--host", default=host, help=f"the ingress (default {host})")
+    parser.add_argument("-u", "--users", type=int, default=1000)
+    parser.add_argument("-r", "--spawn-rate", type=float, default=100)
+    parser.add_argument("-t", "--duration", type=float, default=60, help="seconds of load")
+    parser.add_argument("--processes", type=int, default=1, help="locust worker processes")
+    parser.add_argument("--wait", default="1.5,3.5", help="think time 'min,max' seconds per user")
+    parser.add_argument("--locust-cpus", default="", help="pin locust with taskset, e.g. '1'")
+    parser.add_argument("--web", action="store_true", help="the web UI instead of headless")
+    parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=None, help="reuse a data.json from an earlier setup")
+    parser.add_argument("--merchants", type=int, default=24)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--no-checks", action="store_true")
+    parser.add_argument("--check-sample", type=int, default=None, help="check only this many payments")
+    args = parser.parse_args(argv)
+
+    results = (args.results or Path("results") / f"loadtest-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NEWBANK_HOME", str(home))
+    admin = setup_data.admin_token(home)
+    data_file = args.data or results / "data.json"
+    if args.data is None:
+        print(f"setup: {args.merchants} merchants, {args.customers} customers through {args.host} ...", flush=True)
+        data = asyncio.run(setup_data.setup(args.host, admin, args.merchants, args.customers))
+        data_file.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    data = json.loads(data_file.read_text())
+    run = LocustRun(results, args.host, data_file, users=args.users, spawn_rate=args.spawn_rate,
+                    run_time_s=args.duration, processes=args.processes, wait=args.wait, cpus=args.locust_cpus,
+                    web_ui=args.web)
+    print(f"load: {args.users} users for {args.duration:.0f}s → {results}", flush=True)
+    code, cpu, _ = run_with_cpu(run, progress=sys.stdout.isatty())
+    summary = summarise(results, run.started_at, run.started_at + args.duration)
+    summary["cpu"] = cpu
+    ok = code == 0
+    if not args.no_checks:
+        report = asyncio.run(checks.run_checks(args.host, admin, results, data, sample=args.check_sample))
+        summary["checks"] = {"ok": report.ok, "results": [r.__dict__ for r in report.results],
+                             "cashback_lag_ms": report.cashback_lag_ms}
+        ok = ok and report.ok
+    (results / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(format_summary(summary, results))
+    if not args.no_checks:
+        print("checks:\n" + report.summary())
+    return 0 if ok else 1
+
+
+def format_summary(summary: dict, results: Path) -> str:
+    cpu = summary.get("cpu") or {}
+    return "\n".join([
+        f"payments: {summary['payments']} ok, {summary['failed_payments']} failed "
+        f"({summary['error_rate'] * 100:.2f}%), {summary['payments_per_s']:.1f}/s",
+        f"payment latency: p50 {summary['p50_ms']:.0f} ms, p95 {summary['p95_ms']:.0f} ms, "
+        f"p99 {summary['p99_ms']:.0f} ms",
+        f"all requests: {summary['requests']} ({summary['requests_per_s']:.1f}/s), "
+        f"{summary['request_failures']} failed",
+        f"CPU (cores): locust {cpu.get('locust', 0):.2f}, whole machine {cpu.get('machine', 0):.2f}",
+        f"reports: {results}/locust.html, {results}/locust_stats.csv, {results}/summary.json",
+    ])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

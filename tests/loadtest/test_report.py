@@ -1,0 +1,116 @@
+"""The benchmark's arithmetic: percentiles, the measured window, efficiency, the seed per second."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from loadtest.report import (
+    PaymentRecord,
+    ScalingPoint,
+    efficiencies,
+    format_ceilings,
+    format_table,
+    percentile,
+    read_locust_stats,
+    read_records,
+    read_status_counts,
+    seed_efficiencies,
+    seed_per_second,
+    server_errors,
+    window_stats,
+)
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([1, 2, 3, 4], 50, 2),
+        ([1, 2, 3, 4], 100, 4),
+        ([5], 99, 5),
+        (list(range(1, 101)), 99, 99),
+        (list(range(1, 101)), 95, 95),
+        ([3, 1, 2], 0, 1),
+    ],
+)
+def test_percentile_nearest_rank(values: list[int], q: float, expected: float) -> None:
+    assert percentile(values, q) == expected
+
+
+def test_percentile_of_nothing_is_nan() -> None:
+    assert math.isnan(percentile([], 50))
+
+
+def test_seed_is_normalised_per_second_over_four_minutes() -> None:
+    per_s = seed_per_second()
+    assert per_s[1] == pytest.approx(9_500 / 240)
+    assert per_s[2] == pytest.approx(18_500 / 240)
+    assert per_s[4] == pytest.approx(34_000 / 240)
+    assert seed_efficiencies()[4] == pytest.approx(34_000 / (4 * 9_500))
+
+
+def test_window_keeps_warm_up_and_tail_out() -> None:
+    records = [PaymentRecord(started_at=t, latency_ms=10.0 * (t - 99), status=201) for t in range(100, 121)]
+    records.append(PaymentRecord(started_at=110.5, latency_ms=5, status=503, attempts=5))
+    stats = window_stats(records, 105, 115)
+    assert stats.payments == 10  # 105..114
+    assert stats.failed == 1
+    assert stats.payments_per_s == pytest.approx(1.0)
+    assert stats.error_rate == pytest.approx(1 / 11)
+    assert stats.p50_ms == 100.0  # latencies 60..150: the 5th of 10
+    assert stats.p99_ms == 150.0
+
+
+def test_efficiency_against_one_instance() -> None:
+    points = [ScalingPoint(n, rate, 1, 2, 3, 0) for n, rate in ((1, 400.0), (2, 760.0), (3, 900.0), (4, 880.0))]
+    eff = efficiencies(points)
+    assert eff[1] == 1.0
+    assert eff[2] == pytest.approx(0.95)
+    assert eff[3] == pytest.approx(0.75)
+    assert eff[4] == pytest.approx(0.55)
+
+
+def test_efficiency_without_base_point_is_nan() -> None:
+    assert math.isnan(efficiencies([ScalingPoint(2, 100, 1, 1, 1, 0)])[2])
+
+
+def test_table_and_ceilings_have_one_row_per_point() -> None:
+    points = [ScalingPoint(2, 760, 40, 90, 180, 0.001, instances_cpu=1.0), ScalingPoint(1, 400, 35, 80, 150, 0)]
+    table = format_table(points)
+    lines = table.splitlines()
+    assert len(lines) == 4
+    assert lines[2].split()[0] == "1"  # sorted by instances
+    assert "0.95" in lines[3]
+    ceilings = format_ceilings(points, db_tps=2000, framework_rps=4000)
+    assert "0.20" in ceilings  # 400 / 2000
+    assert "0.10" in ceilings  # 400 / (1 × 4000)
+    assert "-" in format_ceilings(points, None, None)
+
+
+def test_records_and_status_counts_from_several_processes(tmp_path: Path) -> None:
+    (tmp_path / "payments-1.jsonl").write_text(
+        json.dumps({"started_at": 1.0, "latency_ms": 3.0, "status": 201, "payment_id": "a", "unknown": 1}) + "\n"
+    )
+    (tmp_path / "payments-2.jsonl").write_text(json.dumps({"started_at": 2.0, "latency_ms": 4.0, "status": 0}) + "\n")
+    (tmp_path / "statuses-1.json").write_text(json.dumps({"POST pay": {"201": 5, "503": 1}}))
+    (tmp_path / "statuses-2.json").write_text(json.dumps({"POST pay": {"201": 2}, "GET x": {"200": 1, "0": 2}}))
+    records = read_records(tmp_path)
+    assert [r.status for r in records] == [201, 0]
+    counts = read_status_counts(tmp_path)
+    assert counts["POST pay"] == {"201": 7, "503": 1}
+    assert server_errors(counts) == {"POST pay": 1}
+
+
+def test_reads_locust_stats_csv(tmp_path: Path) -> None:
+    csv_file = tmp_path / "locust_stats.csv"
+    csv_file.write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Requests/s,99%\n"
+        "POST,POST /api/v1/payments,100,1,12,50.5,80\n"
+        ",Aggregated,120,1,11,60.2,75\n"
+    )
+    stats = read_locust_stats(csv_file)
+    assert stats["POST POST /api/v1/payments"]["99%"] == "80"
+    assert stats["Aggregated"]["Requests/s"] == "60.2"
