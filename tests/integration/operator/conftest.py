@@ -1,23 +1,15 @@
-"""Fixtures of the operator's integration tests: a real RabbitMQ node of our own."""
+"""Fixtures of the operator's integration tests.
+
+The broker is the session's shared ``rabbitmq`` fixture (tests/conftest.py: a real node on free
+127.0.0.1 ports, stopped by PID); the operator's tests stop and start it to play an outage.
+"""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from op_rabbitmq_node import RabbitMQNode, available
+from newbank.runtime import RabbitMQ
 
 
-@pytest.fixture(scope="session")
-def operator_rabbitmq() -> Iterator[RabbitMQNode]:
-    reason = available()
-    if reason:
-        pytest.skip(reason)
-    node = RabbitMQNode(Path(tempfile.mkdtemp(prefix="newbank-op-rabbit-")))
-    try:
-        node.start()
-        yield node
-    finally:
-        node.cleanup()
+@pytest.fixture
+def operator_rabbitmq(rabbitmq: RabbitMQ) -> RabbitMQ:
+    return rabbitmq

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from newbank.messaging.topology import CASHBACK_PAYMENTS, TOPOLOGY
+from newbank.runtime import RabbitMQ as RabbitMQNode
 from newbank_operator.rabbitmq import ManagementClient, declare_topology, missing_topology
 from newbank_operator.recovery import (
     REDRIVES_HEADER,
@@ -19,7 +20,6 @@ from newbank_operator.recovery import (
     plan_recovery,
     redrive_dead_letters,
 )
-from op_rabbitmq_node import RabbitMQNode
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s]
 
