@@ -42,6 +42,7 @@ class Controller:
         self.instances: list[Instance] = load_instances(layout)
         self.use_cgroups = cgroups.available() is None
         self._busy: set[str] = set()  # instances with a start/stop in flight
+        self._removing: set[str] = set()  # instances on their way out (draining, stopping)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._periodic: list[tuple[Callable[[], Any], float]] = []
         self._stopping = asyncio.Event()
@@ -138,10 +139,12 @@ class Controller:
                     instance = Instance(service, slot, port)
                     self.instances.append(instance)
                     self._start(instance)
-            elif len(mine) > want:
-                idle = [i for i in mine if i.name not in self._busy]
-                for instance in idle[::-1][: len(mine) - want]:
+            staying = [i for i in mine if i.name not in self._removing]
+            if len(staying) > want:
+                idle = [i for i in staying if i.name not in self._busy]
+                for instance in idle[::-1][: len(staying) - want]:
                     self._busy.add(instance.name)
+                    self._removing.add(instance.name)
                     self._spawn(self._remove(instance))
         save_instances(self.layout, self.instances)
 
@@ -196,11 +199,12 @@ class Controller:
             await asyncio.to_thread(stop_instance, self.layout, instance)
             self.instances = [i for i in self.instances if i.name != instance.name]
             save_instances(self.layout, self.instances)
-            log.info("removed %s", instance.name)
+            log.info("removed %s (drained in %.1f s, deleted after %.1f s)", instance.name, *self.haproxy.last_removal)
         except Exception:
             log.exception("removing %s failed; will retry", instance.name)
         finally:
             self._busy.discard(instance.name)
+            self._removing.discard(instance.name)
 
     def _reconcile_haproxy(self) -> None:
         """Restart a dead ingress with the current instances; drop servers nobody runs."""

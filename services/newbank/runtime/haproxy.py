@@ -29,7 +29,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
 }
 # ``/_/<service>/<probe>`` reaches one service's own endpoint through the ingress.
 PROBES = ("healthz", "readyz", "metrics", "docs", "openapi.json")
-SERVER_CHECK = "check inter 1s fastinter 500ms downinter 1s fall 2 rise 1"
+# A short pool-purge-delay lets ``del server`` succeed soon after idle keep-alive connections close.
+SERVER_CHECK = "check inter 1s fastinter 500ms downinter 1s fall 2 rise 1 pool-purge-delay 200ms"
 
 
 def _acl(prefixes: tuple[str, ...]) -> str:
@@ -122,6 +123,7 @@ class HAProxy:
     port: int
     stats_port: int | None = None
     servers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    last_removal: tuple[float, float] = (0.0, 0.0)  # seconds to drain, seconds until deleted
 
     @property
     def url(self) -> str:
@@ -221,6 +223,7 @@ class HAProxy:
         """Drain, wait for the sessions to finish, disable, delete (the process may stop afterwards)."""
         if name not in self.server_states(backend):
             return
+        t0 = time.monotonic()
         self.runtime(f"set server {backend}/{name} state drain")
         deadline = time.monotonic() + drain_timeout_s
         while time.monotonic() < deadline:
@@ -228,12 +231,14 @@ class HAProxy:
             if row is None or (int(row["scur"] or 0) == 0 and int(row["qcur"] or 0) == 0):
                 break
             time.sleep(0.1)
+        drained = time.monotonic()
         self.runtime(f"disable server {backend}/{name}")
         out = ""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             out = self.runtime(f"del server {backend}/{name}")
             if "Server deleted" in out or "No such server" in out:
+                self.last_removal = (drained - t0, time.monotonic() - t0)
                 return
             time.sleep(0.2)
         raise RuntimeApiError(f"del server {backend}/{name}: {out.strip()}")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from newbank.runtime import cgroups, procs
 from newbank.runtime.instances import load_instances, log_file, stop_instance
-from newbank.runtime.layout import MAX_INSTANCES, Layout
+from newbank.runtime.layout import DEFAULT_REPLICAS, MAX_INSTANCES, Layout
 from newbank.runtime.scale_target import read_desired, write_desired
 from newbank.runtime.status import controller_pid, controller_state
 
@@ -102,8 +102,9 @@ def up(layout: Layout, say: Say = print) -> None:
     layout.logs.mkdir(parents=True, exist_ok=True)
     layout.save()
     ensure_admin_token(layout)
-    if not layout.desired_file.exists():
-        write_desired(layout, read_desired(layout))
+    if not controller_pid(layout):
+        # A fresh start comes up with the default topology, whatever an earlier run was scaled to.
+        write_desired(layout, dict(DEFAULT_REPLICAS))
     started: list[Callable[[], None]] = []
     etcd, cluster, rabbit = layout.etcd(), layout.pg_cluster(), layout.rabbitmq()
     try:
