@@ -1,0 +1,38 @@
+"""The operator process's settings (environment, prefix NEWBANK_OPERATOR_) and kopf's configuration."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from newbank_operator.constants import PEERING_NAME
+
+
+class OperatorConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEWBANK_OPERATOR_", extra="ignore")
+
+    # The namespace to watch (the chart sets it to the release's namespace: the RBAC is a Role).
+    namespace: str = "default"
+    peering: str = PEERING_NAME
+    peering_priority: int = 0
+    # Off only in tests without the peering CRD (kmock).
+    peering_enabled: bool = True
+    # Default seconds between rounds; a CashbackPlatform's spec.scaling.syncPeriodSeconds wins.
+    request_timeout_s: float = 10.0
+    log_level: str = "INFO"
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """kopf's knobs: peering so that two replicas never act at once, no status-based diff storage."""
+    settings.peering.name = config.peering
+    settings.peering.priority = config.peering_priority
+    settings.peering.mandatory = config.peering_enabled
+    settings.peering.standalone = not config.peering_enabled
+    settings.peering.clusterwide = False
+    settings.posting.level = logging.WARNING  # handler warnings become Events; our Events are explicit
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="newbank.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="newbank.io")
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = config.request_timeout_s
