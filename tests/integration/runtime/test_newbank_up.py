@@ -1,0 +1,244 @@
+"""`newbank up` end to end, on its own state folder and ports (never 8080 or .newbank/).
+
+Up → every component ready → each service's /readyz through HAProxy; replication; cgroup limits;
+a killed instance comes back; scale 3 → 1 under traffic without a failed request; down leaves nothing.
+Set NEWBANK_TEST_STANDIN=1 to run it against the stand-in app of tests/fixtures instead of the services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+from newbank.runtime import cgroups, procs
+from newbank.runtime.instances import load_instances
+from newbank.runtime.layout import PORT_OFFSETS, Layout
+from newbank.runtime.platform import running_pids
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SERVICES = ("accounts", "transactions", "partners", "cashback")
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def _free_port_block() -> int:
+    """A base port whose whole block (base + every offset, 20 transaction slots) is free."""
+    span = max(PORT_OFFSETS.values()) + 1
+    for _ in range(200):
+        base = 20000 + (uuid.uuid4().int % 300) * 100
+        if all(not procs.port_open(base + i) for i in range(span)):
+            return base
+    raise RuntimeError("no free port block")
+
+
+class Platform:
+    def __init__(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="newbank-up-test-", dir="/tmp"))
+        os.chmod(self.home, 0o755)
+        base = _free_port_block()
+        self.env = {
+            **os.environ,
+            "NEWBANK_HOME": str(self.home),
+            "NEWBANK_PORT_BASE": str(base),
+            "NEWBANK_PORT": str(procs.free_port()),
+            "NEWBANK_OPERATOR": "off",  # the instance count must stay what the test sets
+        }
+        self.env.pop("NEWBANK_ADMIN_TOKEN", None)
+        if os.environ.get("NEWBANK_TEST_STANDIN") == "1":
+            self.env.update(NEWBANK_APP_MODULE="standin_service:app", NEWBANK_APP_DIR=str(FIXTURES))
+
+    def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "newbank.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+    @property
+    def layout(self) -> Layout:
+        layout = Layout.load(self.home)
+        assert layout is not None
+        return layout
+
+    def kill_everything(self) -> None:
+        """Last resort after a failed test: every PID the platform knows of, then the folder."""
+        layout = Layout.load(self.home)
+        if layout is not None:
+            self.cli("down", timeout_s=120)
+            for pid in running_pids(layout).values():
+                procs.stop_pid(pid, timeout_s=5, sig=signal.SIGKILL)
+            cgroups.remove_all(self.home)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    plat = Platform()
+    try:
+        t0 = time.monotonic()
+        result = plat.cli("up")
+        print(result.stdout, result.stderr, f"up took {time.monotonic() - t0:.1f} s", sep="\n")
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield plat
+    finally:
+        plat.kill_everything()
+
+
+def test_up_reports_every_component_ready(platform: Platform) -> None:
+    status = platform.cli("status", "--json")
+    rows = json.loads(status.stdout)
+    components = {row["component"]: row for row in rows}
+    assert {"etcd", "postgresql pg0", "postgresql pg1", "rabbitmq", "haproxy", "controller"} <= set(components)
+    assert sorted(components[n]["role"] for n in ("postgresql pg0", "postgresql pg1")) == ["primary", "replica"]
+    assert [r["component"] for r in rows if r["role"] == "instance"] == [
+        "accounts-1",
+        "cashback-1",
+        "partners-1",
+        "transactions-1",
+        "transactions-2",
+    ]
+    assert all(row["ready"] for row in rows), status.stdout
+    assert status.returncode == 0
+    token_file = platform.home / "admin-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600 and token_file.read_text().strip()
+
+
+def test_second_up_reports_what_runs(platform: Platform) -> None:
+    before = running_pids(platform.layout)
+    again = platform.cli("up")
+    assert again.returncode == 0, again.stdout
+    assert "already running" in again.stdout
+    assert running_pids(platform.layout) == before
+
+
+def test_each_service_readyz_through_haproxy(platform: Platform) -> None:
+    ingress = platform.layout.ingress_url
+    with httpx.Client(base_url=ingress, timeout=5) as client:
+        for service in SERVICES:
+            response = client.get(f"/_/{service}/readyz")
+            assert response.status_code == 200, (service, response.text)
+        assert client.get("/api/v1/partners").status_code == 200
+        assert client.get("/internal/anything").status_code == 404
+
+
+def test_row_on_primary_appears_on_replica(platform: Platform) -> None:
+    cluster = platform.layout.pg_cluster()
+    marker = uuid.uuid4().hex
+    with psycopg2.connect(cluster.multi_host_dsn("cashback")) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS up_replication_probe (marker text PRIMARY KEY)")
+        cur.execute("INSERT INTO up_replication_probe VALUES (%s)", (marker,))
+    replica = psycopg2.connect(cluster.replica_dsn("cashback"))
+    try:
+        replica.autocommit = True
+        with replica.cursor() as cur:
+            found = None
+            deadline = time.monotonic() + 10
+            while not found and time.monotonic() < deadline:
+                cur.execute("SELECT marker FROM up_replication_probe WHERE marker = %s", (marker,))
+                found = cur.fetchone()
+                time.sleep(0.1)
+            assert found == (marker,)
+    finally:
+        replica.close()
+
+
+def test_cgroup_limits_are_applied(platform: Platform) -> None:
+    reason = cgroups.available()
+    if reason:
+        pytest.skip(f"cgroup v1 not writable here: {reason}")
+    for inst in load_instances(platform.layout):
+        limits = cgroups.read_limits(platform.home, inst.name)
+        expected = cgroups.LIMITS[inst.service]
+        assert limits == expected, inst.name
+        assert inst.pid in cgroups.pids_in(platform.home, inst.name)
+    by_service = {i.service: cgroups.read_limits(platform.home, i.name) for i in load_instances(platform.layout)}
+    assert by_service["transactions"] == cgroups.Limits(50_000, 300 * 1024 * 1024)
+    assert by_service["accounts"] == cgroups.Limits(30_000, 200 * 1024 * 1024)
+
+
+def test_killed_instance_comes_back(platform: Platform) -> None:
+    victim = next(i for i in load_instances(platform.layout) if i.service == "transactions")
+    os.kill(victim.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = {i.name: i for i in load_instances(platform.layout)}
+        back = now.get(victim.name)
+        if back and back.pid != victim.pid and back.alive() and back.probe("/readyz"):
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail(f"{victim.name} was not restarted")
+
+
+def _hammer(url: str, stop: threading.Event, results: Counter[str]) -> None:
+    with httpx.Client(timeout=10) as client:
+        while not stop.is_set():
+            try:
+                status = client.get(url).status_code
+                results["ok" if status < 500 else f"http {status}"] += 1
+            except httpx.HTTPError as exc:
+                results[type(exc).__name__] += 1
+
+
+def test_scale_up_and_down_under_traffic(platform: Platform) -> None:
+    url = f"{platform.layout.ingress_url}/_/transactions/healthz"
+    stop, results = threading.Event(), Counter[str]()
+    workers = [threading.Thread(target=_hammer, args=(url, stop, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1)
+        up3 = platform.cli("scale", "transactions", "3")
+        assert up3.returncode == 0, up3.stdout
+        assert len([i for i in load_instances(platform.layout) if i.service == "transactions"]) == 3
+        time.sleep(2)
+        down1 = platform.cli("scale", "transactions", "1")
+        assert down1.returncode == 0, down1.stdout
+        time.sleep(2)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    instances = [i for i in load_instances(platform.layout) if i.service == "transactions"]
+    assert len(instances) == 1
+    assert set(platform.layout.haproxy().server_states("transactions")) == {instances[0].name}
+    assert results["ok"] > 100 and set(results) == {"ok"}, results
+
+
+def test_down_leaves_no_process(platform: Platform) -> None:
+    layout = platform.layout
+    pids = running_pids(layout)
+    assert len(pids) >= 10
+    result = platform.cli("down")
+    assert result.returncode == 0, result.stdout
+    time.sleep(0.5)
+    assert running_pids(layout) == {}
+    assert all(not procs.pid_alive(pid) for pid in pids.values())
+    leftovers = []
+    for proc_dir in Path("/proc").iterdir():
+        if proc_dir.name.isdigit():
+            try:
+                cmdline = (proc_dir / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(platform.home).encode() in cmdline and procs.pid_alive(int(proc_dir.name)):
+                leftovers.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    assert leftovers == []
+    for port in (layout.ingress_port, layout.ports["amqp"], layout.ports["pg0"], layout.ports["etcd_client"]):
+        assert not procs.port_open(port)
