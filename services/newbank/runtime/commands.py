@@ -26,7 +26,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         up(layout)
     except procs.StartupError as err:
-        print(f"\nFAILED: {err.component}: {err}")
+        print(f"\nFAILED: {err}")
         if err.log_file:
             print(f"--- last lines of {err.log_file} ---\n{procs.tail(err.log_file)}")
         print("Everything this run started has been stopped.")
