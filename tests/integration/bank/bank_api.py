@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import aio_pika
 import httpx
+import orjson
+from newbank.messaging.topology import EVENTS_EXCHANGE
 
 if TYPE_CHECKING:
     from conftest import BankServices
@@ -116,3 +121,43 @@ class Bank:
             json={"amount": amount},
             headers=self.auth(merchant["api_key"], key or str(uuid.uuid4())),
         )
+
+
+async def publish(amqp_url: str, event_type: str, data: dict[str, Any], event_id: uuid.UUID | None = None) -> str:
+    """Publishes an event as another service's outbox relay would."""
+    event_id = event_id or uuid.uuid4()
+    envelope = {
+        "id": str(event_id),
+        "type": event_type,
+        "version": 1,
+        "source": "cashback",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "data": data,
+    }
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EVENTS_EXCHANGE)
+        await exchange.publish(
+            aio_pika.Message(
+                orjson.dumps(envelope),
+                message_id=str(event_id),
+                type=event_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=event_type,
+        )
+    finally:
+        await connection.close()
+    return str(event_id)
+
+
+async def eventually(check, timeout_s: float = 20.0, interval_s: float = 0.1) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {timeout_s}s: {check.__name__}")
+        await asyncio.sleep(interval_s)

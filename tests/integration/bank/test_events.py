@@ -13,51 +13,11 @@ import aio_pika
 import asyncpg
 import orjson
 import pytest
-from bank_api import Bank
+from bank_api import Bank, eventually, publish
 from newbank.messaging.topology import EVENTS_EXCHANGE
 from newbank.runtime import RabbitMQ
 
 pytestmark = pytest.mark.integration
-
-
-async def publish(amqp_url: str, event_type: str, data: dict[str, Any], event_id: uuid.UUID | None = None) -> str:
-    """Publishes an event as another service's outbox relay would."""
-    event_id = event_id or uuid.uuid4()
-    envelope = {
-        "id": str(event_id),
-        "type": event_type,
-        "version": 1,
-        "source": "cashback",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "data": data,
-    }
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(EVENTS_EXCHANGE)
-        await exchange.publish(
-            aio_pika.Message(
-                orjson.dumps(envelope),
-                message_id=str(event_id),
-                type=event_type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=event_type,
-        )
-    finally:
-        await connection.close()
-    return str(event_id)
-
-
-async def eventually(check, timeout_s: float = 20.0, interval_s: float = 0.1) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {check.__name__}")
-        await asyncio.sleep(interval_s)
 
 
 @pytest.fixture
