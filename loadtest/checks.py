@@ -211,15 +211,30 @@ async def _check_cashback(checker: Checker, records: list[PaymentRecord], paymen
                                   "max": max(lags)}
 
 
+def bank_database_url() -> str | None:
+    """The bank database of the platform in ``$NEWBANK_HOME`` (whichever node is primary now)."""
+    if os.environ.get("NEWBANK_DATABASE_URL"):
+        return os.environ["NEWBANK_DATABASE_URL"]
+    try:
+        from newbank.runtime.layout import Layout
+
+        layout = Layout.load(Path(os.environ.get("NEWBANK_HOME", ".newbank")).resolve())
+        return layout.pg_cluster().multi_host_dsn("bank") if layout else None
+    except (ImportError, OSError, KeyError, ValueError):
+        return None
+
+
 def _ledger_verify(report: CheckReport) -> None:
     newbank = shutil.which("newbank") or str(Path(sys.executable).with_name("newbank"))
+    url = bank_database_url()
+    argv = [newbank, "ledger", "verify"] + (["--database-url", url] if url else [])
     try:
-        done = subprocess.run([newbank, "ledger", "verify"], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
         report.add("ledger verifies", False, f"skipped: `newbank ledger verify` could not run ({exc})")
         return
     output = (done.stdout + done.stderr).strip().splitlines()
-    tail = output[-1] if output else ""
+    tail = " / ".join(output[-3:])
     if done.returncode != 0 and ("invalid choice" in (done.stderr or "") or "usage:" in (done.stderr or "")):
         report.add("ledger verifies", False, f"skipped: this build has no `newbank ledger verify` ({tail[:120]})")
         return

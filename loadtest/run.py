@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from loadtest import checks, setup_data
 from loadtest.cpu import CpuWindow, descendants
@@ -44,6 +45,15 @@ def platform_target() -> tuple[str, Path]:
     except ImportError:
         pass
     return f"http://127.0.0.1:{port}", home
+
+
+def transaction_pids(home: Path) -> list[int]:
+    """PIDs of the running transaction-service instances of the platform in ``home``."""
+    try:
+        rows = json.loads((home / "instances.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [int(r["pid"]) for r in rows if r.get("service") == "transactions" and r.get("pid")]
 
 
 @dataclass
@@ -124,7 +134,7 @@ def _sleep_while(proc: subprocess.Popen[bytes], seconds: float, deadline: float,
         time.sleep(min(0.5, max(until - time.time(), 0.01)))
 
 
-def summarise(results: Path, window_start: float, window_end: float) -> dict[str, object]:
+def summarise(results: Path, window_start: float, window_end: float) -> dict[str, Any]:
     """What one run did, from the records of its locust processes and locust's own CSV."""
     stats = window_stats(read_records(results), window_start, window_end)
     statuses = read_status_counts(results)
@@ -139,10 +149,8 @@ def summarise(results: Path, window_start: float, window_end: float) -> dict[str
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``newbank loadtest``: set the data up, run locust, check, print a one-screen summary."""
-    host, home = platform_target()
-    parser = argparse.ArgumentParser(prog="newbank loadtest", description=main.__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    host, _ = platform_target()
     parser.add_argument("--host", default=host, help=f"the ingress (default {host})")
     parser.add_argument("-u", "--users", type=int, default=1000)
     parser.add_argument("-r", "--spawn-rate", type=float, default=100)
@@ -157,8 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--no-checks", action="store_true")
     parser.add_argument("--check-sample", type=int, default=None, help="check only this many payments")
-    args = parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="newbank loadtest", description=run.__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Set the data up through the API, run locust, check what it did, print a one-screen summary."""
+    _, home = platform_target()
     results = (args.results or Path("results") / f"loadtest-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     results.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NEWBANK_HOME", str(home))
@@ -169,12 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         data = asyncio.run(setup_data.setup(args.host, admin, args.merchants, args.customers))
         data_file.write_text(json.dumps(data, indent=1, ensure_ascii=False))
     data = json.loads(data_file.read_text())
-    run = LocustRun(results, args.host, data_file, users=args.users, spawn_rate=args.spawn_rate,
-                    run_time_s=args.duration, processes=args.processes, wait=args.wait, cpus=args.locust_cpus,
-                    web_ui=args.web)
+    locust_run = LocustRun(results, args.host, data_file.resolve(), users=args.users, spawn_rate=args.spawn_rate,
+                           run_time_s=args.duration, processes=args.processes, wait=args.wait,
+                           cpus=args.locust_cpus, web_ui=args.web)
     print(f"load: {args.users} users for {args.duration:.0f}s → {results}", flush=True)
-    code, cpu, _ = run_with_cpu(run, progress=sys.stdout.isatty())
-    summary = summarise(results, run.started_at, run.started_at + args.duration)
+    code, cpu, _ = run_with_cpu(locust_run, transaction_pids(home), progress=sys.stdout.isatty())
+    summary = summarise(results, locust_run.started_at, locust_run.started_at + args.duration)
     summary["cpu"] = cpu
     ok = code == 0
     if not args.no_checks:
@@ -198,7 +215,8 @@ def format_summary(summary: dict, results: Path) -> str:
         f"p99 {summary['p99_ms']:.0f} ms",
         f"all requests: {summary['requests']} ({summary['requests_per_s']:.1f}/s), "
         f"{summary['request_failures']} failed",
-        f"CPU (cores): locust {cpu.get('locust', 0):.2f}, whole machine {cpu.get('machine', 0):.2f}",
+        f"CPU (cores): transaction instances {cpu.get('instances', 0):.2f}, locust {cpu.get('locust', 0):.2f}, "
+        f"whole machine {cpu.get('machine', 0):.2f}",
         f"reports: {results}/locust.html, {results}/locust_stats.csv, {results}/summary.json",
     ])
 

@@ -1,0 +1,164 @@
+"""The seed's experiment redone: payments processed against the number of transaction-service instances.
+
+For each instance count (1, 2, 3, 4 by default) it scales the running platform live (``newbank scale
+transactions N``), runs the same locust scenario with the same users, warm-up and duration, measures
+payments/s, latency percentiles, the error rate, the CPU of the instances, of locust and of the
+whole machine, then checks a sample of the payments through the API (cashback credited exactly once)
+and takes their cashback lag. In the same run it measures both ceilings (``ceilings.py``) and prints
+payments/s ÷ each. Ends with the table, the efficiency against 1 instance, and the chart (PNG).
+
+    python -m loadtest.bench_scaling --duration 60 --warmup 15      # or: newbank bench scaling
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from loadtest import ceilings, checks, setup_data
+from loadtest.report import ScalingPoint, format_ceilings, format_table, seed_per_second
+from loadtest.run import LocustRun, platform_target, run_with_cpu, summarise, transaction_pids
+
+POOL_MAX_PER_INSTANCE = int(os.environ.get("NEWBANK_DB_POOL_MAX", "10"))
+
+
+def newbank_cli() -> str:
+    return str(Path(sys.executable).with_name("newbank"))
+
+
+def scale_transactions(instances: int, timeout_s: float = 180) -> None:
+    """Live scale through the runtime's own command, then wait until the count is what was asked."""
+    done = subprocess.run([newbank_cli(), "scale", "transactions", str(instances), "--timeout", str(timeout_s)],
+                          capture_output=True, text=True, timeout=timeout_s + 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"newbank scale transactions {instances} failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help="the ingress (default: the platform in $NEWBANK_HOME)")
+    parser.add_argument("--instances", default="1,2,3,4", help="comma-separated instance counts")
+    parser.add_argument("--duration", type=float, default=60, help="measured seconds per point")
+    parser.add_argument("--warmup", type=float, default=15, help="seconds of load before measuring, per point")
+    parser.add_argument("-u", "--users", type=int, default=1000)
+    parser.add_argument("-r", "--spawn-rate", type=float, default=200)
+    parser.add_argument("--wait", default="0.5,1.5",
+                        help="think time 'min,max' s: 1000 users offer ~1000 req/s, above what 4 instances take")
+    parser.add_argument("--processes", type=int, default=1, help="locust worker processes")
+    parser.add_argument("--locust-cpus", default="", help="pin locust (and pgbench) with taskset, e.g. '1'")
+    parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=None, help="reuse a data.json from an earlier setup")
+    parser.add_argument("--merchants", type=int, default=24)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--check-sample", type=int, default=1000, help="payments checked per point")
+    parser.add_argument("--no-ceilings", action="store_true")
+    parser.add_argument("--pgbench-clients", type=int, default=None,
+                        help="default: the database connections of the largest point (pool size × instances)")
+    parser.add_argument("--keep-scale", action="store_true", help="leave the last instance count running")
+
+
+def measure_point(args: argparse.Namespace, host: str, home: Path, data_file: Path, data: dict[str, Any],
+                  admin: str, instances: int, folder: Path) -> ScalingPoint:
+    scale_transactions(instances)
+    time.sleep(2)  # HAProxy's health checks mark the new servers up (inter 1 s, rise 1)
+    pids = transaction_pids(home)
+    run = LocustRun(folder, host, data_file, users=args.users, spawn_rate=args.spawn_rate,
+                    run_time_s=args.warmup + args.duration, processes=args.processes, wait=args.wait,
+                    cpus=args.locust_cpus)
+    _, cpu, start = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty())
+    summary = summarise(folder, start, start + args.duration)
+    report = asyncio.run(checks.run_checks(host, admin, folder, data, sample=args.check_sample))
+    lag = report.cashback_lag_ms.get("p99", float("nan"))
+    point = ScalingPoint(
+        instances=instances, payments_per_s=float(summary["payments_per_s"]),
+        p50_ms=float(summary["p50_ms"]), p95_ms=float(summary["p95_ms"]),
+        p99_ms=float(summary["p99_ms"]), error_rate=float(summary["error_rate"]),
+        payments=int(summary["payments"]),
+        instances_cpu=cpu.get("instances", float("nan")), locust_cpu=cpu.get("locust", float("nan")),
+        machine_cpu=cpu.get("machine", float("nan")), cashback_lag_p99_ms=lag,
+        extra={"server_errors": summary["server_errors"], "pids": pids,
+               "checks": [r.__dict__ for r in report.results]},
+    )
+    failed = [r.name for r in report.results if not r.ok and not r.detail.startswith("skipped")]
+    print(f"  {instances} instance(s): {point.payments_per_s:.1f} payments/s, p99 {point.p99_ms:.0f} ms, "
+          f"errors {point.error_rate * 100:.2f}%, instances {point.instances_cpu:.2f} cores, "
+          f"locust {point.locust_cpu:.2f}, machine {point.machine_cpu:.2f}; checks "
+          f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}", flush=True)
+    return point
+
+
+def run(args: argparse.Namespace) -> int:
+    host, home = platform_target()
+    host = args.host or host
+    os.environ.setdefault("NEWBANK_HOME", str(home))
+    counts = [int(n) for n in args.instances.split(",")]
+    results = (args.results or Path("results") / f"bench-scaling-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    admin = setup_data.admin_token(home)
+    data_file = args.data.resolve() if args.data else results / "data.json"
+    if args.data is None:
+        print(f"setup: {args.merchants} merchants, {args.customers} customers through {host} ...", flush=True)
+        data_file.write_text(json.dumps(asyncio.run(
+            setup_data.setup(host, admin, args.merchants, args.customers)), ensure_ascii=False))
+    data = json.loads(data_file.read_text())
+    before = len(transaction_pids(home))
+    print(f"scaling benchmark: {counts} instances, {args.users} users, {args.warmup:.0f}s warm-up + "
+          f"{args.duration:.0f}s measured per point, think time {args.wait} s → {results}", flush=True)
+    points: list[ScalingPoint] = []
+    try:
+        for n in counts:
+            points.append(measure_point(args, host, home, data_file, data, admin, n, results / f"point-{n}"))
+    finally:
+        if not args.keep_scale and before:
+            scale_transactions(before)
+
+    db_tps = framework_rps = None
+    ceiling_notes: dict[str, Any] = {}
+    if not args.no_ceilings:
+        clients = args.pgbench_clients or POOL_MAX_PER_INSTANCE * max(counts)
+        dsn = checks.bank_database_url()
+        if dsn:
+            print(f"database ceiling: pgbench, {clients} clients, {args.duration:.0f}s ...", flush=True)
+            db_tps, _ = ceilings.pgbench_ceiling(dsn, data, results / "ceiling-db", clients=clients,
+                                                 seconds=int(args.duration), cpus=args.locust_cpus)
+        ceiling_notes["pgbench_clients"] = clients
+        print("framework ceiling: trivial FastAPI in one limited uvicorn ...", flush=True)
+        stats, cpu, limited = ceilings.framework_ceiling(
+            results / "ceiling-framework", users=args.users, seconds=args.duration, warmup_s=args.warmup,
+            wait=args.wait, spawn_rate=args.spawn_rate, processes=args.processes, cpus=args.locust_cpus)
+        framework_rps = stats.payments_per_s
+        ceiling_notes |= {"framework_limits": limited, "framework_p99_ms": stats.p99_ms, "framework_cpu": cpu}
+
+    from loadtest.chart import draw_scaling_chart  # matplotlib: only when there is a chart to draw
+
+    table, ratios = format_table(points), format_ceilings(points, db_tps, framework_rps)
+    chart = draw_scaling_chart(points, results / "scaling.png", db_ceiling_tps=db_tps,
+                               framework_ceiling_rps=framework_rps,
+                               title_note=f"{args.users} users, {args.warmup:.0f}s warm-up + {args.duration:.0f}s "
+                                          f"per point; seed: 4 min per point")
+    (results / "table.txt").write_text(table + "\n\n" + ratios + "\n")
+    (results / "bench.json").write_text(json.dumps({
+        "args": {k: str(v) for k, v in vars(args).items() if k != "handler"},
+        "points": [p.as_json() for p in points], "seed_per_second": seed_per_second(),
+        "db_ceiling_tps": db_tps, "framework_ceiling_rps": framework_rps, "ceilings": ceiling_notes,
+    }, indent=1, default=str))
+    print("\n" + table + "\n\n" + ratios)
+    print(f"\nchart: {chart}\ntable: {results / 'table.txt'}\nraw:   {results / 'bench.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="newbank bench scaling", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

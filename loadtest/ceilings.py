@@ -1,0 +1,116 @@
+"""The two ceilings the scaling benchmark divides by, measured in the same run on the same machine.
+
+- database: ``pgbench`` with custom scripts doing exactly the SQL of one payment — ``SELECT
+  make_payment(...)``, one server-side function call — at the platform's database concurrency, against
+  the same PostgreSQL (primary with its synchronous standby);
+- framework: a trivial FastAPI endpoint (``trivial_app.py``) in one uvicorn process inside a cgroup
+  with the transaction service's limits (50% CPU / 300 MB), under the same locust users.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from loadtest.report import WindowStats, read_records, window_stats
+from loadtest.run import LocustRun, run_with_cpu
+
+TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
+SCRIPT_PAIRS = 64  # (merchant, account) pairs: enough spread that row locks look like the real traffic's
+
+
+def pgbench_scripts(data: dict[str, Any], folder: Path, pairs: int = SCRIPT_PAIRS) -> list[Path]:
+    """One script per (merchant, account) pair; pgbench picks one at random for each transaction.
+
+    pgbench variables are numbers only, so the uuids are written into the scripts rather than drawn.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    merchants, accounts = data["merchants"], data["accounts"]
+    scripts = []
+    for i in range(pairs):
+        merchant = merchants[i % len(merchants)]
+        account = accounts[(i * 7) % len(accounts)]
+        path = folder / f"payment-{i:02d}.sql"
+        path.write_text(
+            "\\set amount random(100, 20000)\n"
+            f"SELECT make_payment('merchant:{merchant['id']}', gen_random_uuid()::text, 'pgbench', "
+            f"'{merchant['id']}'::uuid, '{account['id']}'::uuid, :amount, '{merchant['currency']}', 'pgbench');\n"
+        )
+        scripts.append(path)
+    return scripts
+
+
+def parse_pgbench_tps(output: str) -> float | None:
+    match = TPS.search(output)
+    return float(match.group(1)) if match else None
+
+
+def pgbench_ceiling(dsn: str, data: dict[str, Any], folder: Path, *, clients: int, seconds: int,
+                    cpus: str = "") -> tuple[float | None, str]:
+    """Payments per second PostgreSQL alone sustains; returns (tps, pgbench's output)."""
+    scripts = pgbench_scripts(data, folder / "pgbench")
+    argv = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(2, clients)),
+            "-T", str(seconds), "-P", "10"]
+    for script in scripts:
+        argv += ["-f", f"{script}@1"]
+    argv.append(dsn)
+    if cpus:
+        argv = ["taskset", "-c", cpus, *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+    output = done.stdout + done.stderr
+    (folder / "pgbench.log").write_text(" ".join(a if "@127" not in a else "<dsn>" for a in argv) + "\n" + output)
+    return parse_pgbench_tps(done.stdout), output
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the trivial FastAPI app did not answer {url} in {timeout_s:.0f}s")
+
+
+def framework_ceiling(
+    folder: Path, *, users: int, seconds: float, warmup_s: float, wait: str, spawn_rate: float,
+    processes: int = 1, cpus: str = "",
+) -> tuple[WindowStats, dict[str, float], str]:
+    """Requests/s of the trivial endpoint in one limited uvicorn; returns (stats, CPU, how it was limited)."""
+    from newbank.runtime import cgroups, procs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "loadtest.trivial_app:app", "--host", "127.0.0.1",
+            "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    why_not = cgroups.available()
+    limits = cgroups.LIMITS["transactions"]
+    if why_not is None:
+        argv = cgroups.join_and_exec(cgroups.prepare(folder, "framework-ceiling", limits), argv)
+    limited = limits.describe() if why_not is None else f"NOT limited ({why_not})"
+    server = procs.spawn(argv, folder / "trivial_app.log", cwd=Path(__file__).resolve().parent.parent)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/healthz")
+        run = LocustRun(folder, f"http://127.0.0.1:{port}", users=users, spawn_rate=spawn_rate,
+                        run_time_s=warmup_s + seconds, processes=processes, wait=wait, mode="framework-ceiling",
+                        cpus=cpus, user_classes=["FrameworkCeilingUser"])
+        _, cpu, start = run_with_cpu(run, [server.pid], warmup_s=warmup_s, progress=False)
+    finally:
+        procs.stop_pid(server.pid, timeout_s=10)
+        procs.reap(server.pid)
+        cgroups.remove_all(folder)
+    return window_stats(read_records(folder), start, start + seconds), cpu, limited
