@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,11 +93,17 @@ def pids_in(home: Path, instance: str) -> list[int]:
         return []
 
 
-def remove(home: Path, instance: str) -> None:
-    """Remove the instance's groups (only possible once its processes are gone)."""
+def remove(home: Path, instance: str, *, wait_s: float = 3.0) -> None:
+    """Remove the instance's groups; an exiting process lingers in them for a moment, so retry."""
+    deadline = time.monotonic() + wait_s
     for path in _group_dirs(home, instance):
-        with contextlib.suppress(OSError):
-            path.rmdir()
+        while path.exists():
+            try:
+                path.rmdir()
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
 
 
 def remove_all(home: Path) -> None:
