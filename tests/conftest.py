@@ -14,6 +14,9 @@ port 8080 or the ``.newbank`` state folder of a running ``newbank up``.
 - ``haproxy`` → ``newbank.runtime.HAProxy`` with empty backends: ``url``, ``add_server(backend, name,
   port)``, ``remove_server(backend, name)``, ``server_states(backend)``, ``runtime(cmd)``, ``pid``.
 - ``runtime_tmp`` → the session's temporary folder (readable by the ``postgres`` user).
+- ``newbank_platform`` → a whole ``newbank up`` (``tests/fixtures/local_platform.LocalPlatform``) shared by
+  the session: ``ingress_url``, ``admin_token``, ``layout`` (ports, ``pg_cluster()``, ``rabbitmq()``,
+  ``haproxy()``), ``cli(*args)``. Do not ``down`` it; scale it back when a test changed the count.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import pytest
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES_DIR))
 
-from newbank.runtime import (  # noqa: E402 - after the path set-up above
+from local_platform import LocalPlatform  # noqa: E402 - after the path set-up above
+from newbank.runtime import (  # noqa: E402
     HAProxy,
     PgCluster,
     RabbitMQ,
@@ -93,5 +97,16 @@ def haproxy(runtime_tmp: Path) -> Iterator[HAProxy]:
     try:
         ingress.start()
         yield ingress
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="session")
+def newbank_platform() -> Iterator[LocalPlatform]:
+    platform = LocalPlatform()
+    stop = _run_once(platform.tear_down)
+    try:
+        platform.up()
+        yield platform
     finally:
         stop()

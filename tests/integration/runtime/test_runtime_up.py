@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -24,72 +20,19 @@ from pathlib import Path
 import httpx
 import psycopg2
 import pytest
+from local_platform import LocalPlatform
 from newbank.runtime import cgroups, procs
 from newbank.runtime.instances import load_instances
-from newbank.runtime.layout import PORT_OFFSETS, Layout
 from newbank.runtime.platform import running_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SERVICES = ("accounts", "transactions", "partners", "cashback")
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-
-
-def _free_port_block() -> int:
-    """A base port whose whole block (base + every offset, 20 transaction slots) is free."""
-    span = max(PORT_OFFSETS.values()) + 1
-    for _ in range(200):
-        base = 20000 + (uuid.uuid4().int % 300) * 100
-        if all(not procs.port_open(base + i) for i in range(span)):
-            return base
-    raise RuntimeError("no free port block")
-
-
-class Platform:
-    def __init__(self) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="newbank-up-test-", dir="/tmp"))
-        os.chmod(self.home, 0o755)
-        base = _free_port_block()
-        self.env = {
-            **os.environ,
-            "NEWBANK_HOME": str(self.home),
-            "NEWBANK_PORT_BASE": str(base),
-            "NEWBANK_PORT": str(procs.free_port()),
-            "NEWBANK_OPERATOR": "off",  # the instance count must stay what the test sets
-        }
-        self.env.pop("NEWBANK_ADMIN_TOKEN", None)
-        if os.environ.get("NEWBANK_TEST_STANDIN") == "1":
-            self.env.update(NEWBANK_APP_MODULE="standin_service:app", NEWBANK_APP_DIR=str(FIXTURES))
-
-    def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "newbank.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-
-    @property
-    def layout(self) -> Layout:
-        layout = Layout.load(self.home)
-        assert layout is not None
-        return layout
-
-    def kill_everything(self) -> None:
-        """Last resort after a failed test: every PID the platform knows of, then the folder."""
-        layout = Layout.load(self.home)
-        if layout is not None:
-            self.cli("down", timeout_s=120)
-            for pid in running_pids(layout).values():
-                procs.stop_pid(pid, timeout_s=5, sig=signal.SIGKILL)
-            cgroups.remove_all(self.home)
-        shutil.rmtree(self.home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
-    plat = Platform()
+def platform() -> Iterator[LocalPlatform]:
+    """A platform of this module's own: the last test takes it down."""
+    plat = LocalPlatform()
     try:
         t0 = time.monotonic()
         result = plat.cli("up")
@@ -97,10 +40,10 @@ def platform() -> Iterator[Platform]:
         assert result.returncode == 0, result.stdout + result.stderr
         yield plat
     finally:
-        plat.kill_everything()
+        plat.tear_down()
 
 
-def test_up_reports_every_component_ready(platform: Platform) -> None:
+def test_up_reports_every_component_ready(platform: LocalPlatform) -> None:
     status = platform.cli("status", "--json")
     rows = json.loads(status.stdout)
     components = {row["component"]: row for row in rows}
@@ -119,7 +62,7 @@ def test_up_reports_every_component_ready(platform: Platform) -> None:
     assert token_file.stat().st_mode & 0o777 == 0o600 and token_file.read_text().strip()
 
 
-def test_second_up_reports_what_runs(platform: Platform) -> None:
+def test_second_up_reports_what_runs(platform: LocalPlatform) -> None:
     before = running_pids(platform.layout)
     again = platform.cli("up")
     assert again.returncode == 0, again.stdout
@@ -127,7 +70,7 @@ def test_second_up_reports_what_runs(platform: Platform) -> None:
     assert running_pids(platform.layout) == before
 
 
-def test_each_service_readyz_through_haproxy(platform: Platform) -> None:
+def test_each_service_readyz_through_haproxy(platform: LocalPlatform) -> None:
     ingress = platform.layout.ingress_url
     with httpx.Client(base_url=ingress, timeout=5) as client:
         for service in SERVICES:
@@ -137,7 +80,7 @@ def test_each_service_readyz_through_haproxy(platform: Platform) -> None:
         assert client.get("/internal/anything").status_code == 404
 
 
-def test_row_on_primary_appears_on_replica(platform: Platform) -> None:
+def test_row_on_primary_appears_on_replica(platform: LocalPlatform) -> None:
     cluster = platform.layout.pg_cluster()
     marker = uuid.uuid4().hex
     with psycopg2.connect(cluster.multi_host_dsn("cashback")) as conn, conn.cursor() as cur:
@@ -158,7 +101,7 @@ def test_row_on_primary_appears_on_replica(platform: Platform) -> None:
         replica.close()
 
 
-def test_cgroup_limits_are_applied(platform: Platform) -> None:
+def test_cgroup_limits_are_applied(platform: LocalPlatform) -> None:
     reason = cgroups.available()
     if reason:
         pytest.skip(f"cgroup v1 not writable here: {reason}")
@@ -172,7 +115,7 @@ def test_cgroup_limits_are_applied(platform: Platform) -> None:
     assert by_service["accounts"] == cgroups.Limits(30_000, 200 * 1024 * 1024)
 
 
-def test_killed_instance_comes_back(platform: Platform) -> None:
+def test_killed_instance_comes_back(platform: LocalPlatform) -> None:
     victim = next(i for i in load_instances(platform.layout) if i.service == "transactions")
     os.kill(victim.pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
@@ -196,7 +139,7 @@ def _hammer(url: str, stop: threading.Event, results: Counter[str]) -> None:
                 results[type(exc).__name__] += 1
 
 
-def test_scale_up_and_down_under_traffic(platform: Platform) -> None:
+def test_scale_up_and_down_under_traffic(platform: LocalPlatform) -> None:
     url = f"{platform.layout.ingress_url}/_/transactions/healthz"
     stop, results = threading.Event(), Counter[str]()
     workers = [threading.Thread(target=_hammer, args=(url, stop, results)) for _ in range(4)]
@@ -221,7 +164,7 @@ def test_scale_up_and_down_under_traffic(platform: Platform) -> None:
     assert results["ok"] > 100 and set(results) == {"ok"}, results
 
 
-def test_down_leaves_no_process(platform: Platform) -> None:
+def test_down_leaves_no_process(platform: LocalPlatform) -> None:
     layout = platform.layout
     pids = running_pids(layout)
     assert len(pids) >= 10
