@@ -13,8 +13,9 @@ from newbank_operator.spec import parse_spec
 @kopf.on.create(GROUP, VERSION, PLURAL)
 def accept_platform(spec: kopf.Spec, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     policy = parse_spec(spec)
-    kopf.info(
+    kopf.event(
         body,
+        type="Normal",
         reason="Accepted",
         message=(
             f"scaling {policy.deployment} between {policy.scaling.min_replicas} and "

@@ -63,4 +63,3 @@ async def run_platform(
                 await stopped.wait(policy.sync_period_s)
         finally:
             await kube.aclose()
-
