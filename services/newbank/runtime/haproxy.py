@@ -66,6 +66,8 @@ def render_config(
         "    timeout server 60s",
         "    timeout http-request 10s",
         "    timeout queue 10s",
+        "    # A killed instance refuses connections at once (out after fall 2 × inter 1 s); a busy one gets 3 s.",
+        "    timeout check 3s",
         "    # Payments are idempotent by key, so a request that never reached an instance (or got",
         "    # nothing back) may go to another one; a response timeout is never retried.",
         "    option redispatch 1",

@@ -22,28 +22,46 @@ RABBIT_SBIN = Path("/usr/lib/rabbitmq/bin")
 EPMD_BIN = "/usr/bin/epmd"
 
 
-def stop_foreign_epmd() -> list[int]:
-    """Stop epmd daemons that listen on every address (left by the package install), by PID.
+def system_epmd_in_use() -> bool:
+    """True when some Erlang node is registered with the epmd on port 4369 (someone relies on it)."""
+    try:
+        out = subprocess.run(
+            [EPMD_BIN, "-names"],
+            env={"PATH": "/usr/bin:/bin", "ERL_EPMD_PORT": "4369"},
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(line.startswith("name ") for line in out.splitlines())
 
-    Ours are started with ``-address 127.0.0.1`` and are left alone.
+
+def stop_foreign_epmd() -> list[int]:
+    """Stop the epmd the package leaves on every address at the default port 4369, by PID.
+
+    Only an epmd with no ``-address``/``-port`` and no ERL_EPMD_ADDRESS/ERL_EPMD_PORT (other than 4369)
+    qualifies, and only while no node is registered with it; ours, started with
+    ``-address 127.0.0.1 -port N``, and an epmd some other broker relies on are left alone.
     """
-    stopped = []
+    stopped: list[int] = []
+    if system_epmd_in_use():
+        return stopped
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit():
             continue
         try:
             argv = (proc_dir / "cmdline").read_bytes().split(b"\0")
+            env = dict(line.split(b"=", 1) for line in (proc_dir / "environ").read_bytes().split(b"\0") if b"=" in line)
         except OSError:
             continue
-        if argv and argv[0].endswith(b"epmd") and b"-address" not in argv:
-            try:
-                env = (proc_dir / "environ").read_bytes()
-            except OSError:
-                env = b""
-            if b"ERL_EPMD_ADDRESS=127.0.0.1" in env:
-                continue
-            procs.stop_pid(int(proc_dir.name), timeout_s=5)
-            stopped.append(int(proc_dir.name))
+        if not argv or not argv[0].endswith(b"epmd") or b"-address" in argv or b"-port" in argv:
+            continue
+        if b"ERL_EPMD_ADDRESS" in env or env.get(b"ERL_EPMD_PORT", b"4369") != b"4369":
+            continue
+        procs.stop_pid(int(proc_dir.name), timeout_s=5)
+        stopped.append(int(proc_dir.name))
     return stopped
 
 
