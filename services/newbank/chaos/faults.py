@@ -31,6 +31,23 @@ def _cluster(run: Run) -> PgCluster:
     return run.target.layout.pg_cluster()
 
 
+def _accepts_writes(cluster: PgCluster, node: PatroniNode) -> bool:
+    """The node's postgres itself says it takes writes (Patroni's REST answer may lag its restart)."""
+    import psycopg2  # the runtime's driver; imported here like in patroni_cluster
+
+    try:
+        conn = psycopg2.connect(cluster.superuser_dsn("postgres", node), connect_timeout=2)
+    except psycopg2.Error:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT NOT pg_is_in_recovery()")
+            row = cur.fetchone()
+            return bool(row and row[0])
+    finally:
+        conn.close()
+
+
 async def _rejoined(run: Run, cluster: PgCluster, node: PatroniNode, timeout_s: float = 90) -> None:
     """The node streams again as a replica and is the synchronous standby (acknowledged = on two nodes)."""
     await run.wait_for(f"{node.name} streaming as replica", node.is_replica, timeout_s)
@@ -46,7 +63,8 @@ async def primary_postmaster(run: Run) -> None:
     run.fault(f"kill -9 postmaster {pid} of primary {node.name}")
     procs.kill_pid(pid)
     await run.wait_for("postmaster restarted by patroni", lambda: node.postmaster_pid not in (None, pid), 60)
-    await run.wait_for(f"{node.name} primary again", node.is_primary, 60)
+    await run.wait_for(f"{node.name} primary again (patroni)", node.is_primary, 60)
+    await run.wait_for(f"{node.name} accepts writes", lambda: _accepts_writes(cluster, node), 60, 0.1)
     await run.wait_for("synchronous standby back", lambda: any(n.is_sync_standby() for n in cluster.nodes), 60)
 
 
@@ -60,6 +78,7 @@ async def primary_node(run: Run) -> None:
     run.fault(f"kill -9 patroni {node.patroni_pid} and postmaster {node.postmaster_pid} of primary {node.name}")
     cluster.kill_node(node)
     await run.wait_for(f"{other.name} promoted", other.is_primary, 60)
+    await run.wait_for(f"{other.name} accepts writes", lambda: _accepts_writes(cluster, other), 60, 0.1)
     run.mark("restarting the lost node", node.name)
     await asyncio.to_thread(cluster.start_node, node)
     await _rejoined(run, cluster, node)

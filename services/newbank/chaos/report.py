@@ -38,6 +38,9 @@ def figures(run: Run, load: PaymentLoad, verdict: Verdict) -> dict[str, Any]:
     for order in load.refused:
         refused[str(order.status)] = refused.get(str(order.status), 0) + 1
     failed_reads = sum(1 for r in load.reads if not r.ok)
+    kinds: dict[str, int] = {}
+    for attempt in load.failed_attempts():
+        kinds[attempt.outcome] = kinds.get(attempt.outcome, 0) + 1
     out: dict[str, Any] = {
         "payments sent": len(load.orders),
         "acknowledged": len(acked),
@@ -48,6 +51,7 @@ def figures(run: Run, load: PaymentLoad, verdict: Verdict) -> dict[str, Any]:
         "applied though unanswered": verdict.applied_unanswered,
         "retried payments": sum(1 for o in load.orders if len(o.attempts) > 1),
         "failed attempts": len(load.failed_attempts()),
+        "failed attempts by answer": kinds,
         "unavailability window s": round(window[2], 2) if window else 0.0,
         "slowest acknowledgement s": round(latencies[-1], 2) if latencies else 0.0,
         "reads failed": f"{failed_reads} of {len(load.reads)}",
