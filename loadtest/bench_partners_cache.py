@@ -4,7 +4,9 @@ Starts two partners instances (uvicorn, one process each) on the same cashback d
 in-process cache (``NEWBANK_PARTNERS_CACHE_TTL_S=1.5``, the default) and one without (TTL 0: every
 request reads PostgreSQL). Seeds partner stores under a category of its own, drives each instance in
 turn with the same mix of requests from a lean keep-alive HTTP/1.1 client, prints requests per second
-and latency percentiles, then removes what it seeded and stops what it started (by PID).
+and latency percentiles, and the service's own CPU time per request (read from /proc: on a machine
+shared with other work, req/s depends on what else runs; CPU per request much less), then removes
+what it seeded and stops what it started (by PID).
 
     .venv/bin/python loadtest/bench_partners_cache.py                      # starts its own PG + RabbitMQ
     .venv/bin/python loadtest/bench_partners_cache.py --dsn postgresql://… --amqp-url amqp://…
@@ -168,12 +170,20 @@ async def _connection(port: int, requests: list[bytes], stop_at: float, latencie
     return ok
 
 
-async def drive(port: int, requests: list[bytes], seconds: float, concurrency: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc: robust on a busy, shared machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(pid: int, port: int, requests: list[bytes], seconds: float, concurrency: int) -> dict[str, float]:
     await _burst(port, requests, 1.0, concurrency, [])  # warm-up: connections, pools, caches
     latencies: list[float] = []
     started = time.perf_counter()
+    cpu_before = cpu_seconds(pid)
     ok = await _burst(port, requests, seconds, concurrency, latencies)
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(pid) - cpu_before
     latencies.sort()
     return {
         "requests": len(latencies),
@@ -181,6 +191,8 @@ async def drive(port: int, requests: list[bytes], seconds: float, concurrency: i
         "rps": len(latencies) / elapsed,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "cpu_us": cpu / max(len(latencies), 1) * 1e6,
+        "cpu_share": cpu / elapsed,
     }
 
 
@@ -212,17 +224,26 @@ async def bench(dsn: str, amqp_url: str, args: argparse.Namespace) -> None:
             try:
                 wait_ready(port, log)
                 print(f"{label}: {args.seconds:.0f} s, {args.concurrency} connections ...", flush=True)
-                results[label] = await drive(port, request_mix(category, ids, 2000), args.seconds, args.concurrency)
+                mix = request_mix(category, ids, 2000)
+                results[label] = await drive(proc.pid, port, mix, args.seconds, args.concurrency)
             finally:
                 stop(proc)
     finally:
         await unseed(dsn, ids)
     print()
     print(f"GET /api/v1/partners (+ /{{id}}), {args.stores} stores, one uvicorn process per instance")
-    print(f"{'':10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'requests':>10}{'200s':>10}")
+    print(f"{'':10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'200s':>8}{'CPU us/req':>12}{'CPU used':>10}")
     for label, r in results.items():
-        print(f"{label:10}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['requests']:>10}{r['ok']:>10}")
-    print(f"cached / uncached throughput: {results['cached']['rps'] / results['uncached']['rps']:.1f}x")
+        print(
+            f"{label:10}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['requests']:>10}{r['ok']:>8}"
+            f"{r['cpu_us']:>12.0f}{r['cpu_share']:>9.0%}"
+        )
+    cached, uncached = results["cached"], results["uncached"]
+    print(f"cached / uncached throughput: {cached['rps'] / uncached['rps']:.1f}x")
+    print(
+        f"service CPU per request: {cached['cpu_us']:.0f} us cached vs {uncached['cpu_us']:.0f} us uncached "
+        f"(+ PostgreSQL's own CPU for every uncached request); load average now {os.getloadavg()[0]:.1f}"
+    )
     print(f"instance logs: {logs}")
 
 

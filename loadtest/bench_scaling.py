@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-r", "--spawn-rate", type=float, default=200)
     parser.add_argument("--wait", default="0.5,1.5",
                         help="think time 'min,max' s: 1000 users offer ~1000 req/s, above what 4 instances take")
+    parser.add_argument("--ceiling-wait", default="0,0",
+                        help="think time of the framework ceiling's users: none, a ceiling saturates")
     parser.add_argument("--processes", type=int, default=1, help="locust worker processes")
     parser.add_argument("--locust-cpus", default="", help="pin locust (and pgbench) with taskset, e.g. '1'")
     parser.add_argument("--results", type=Path, default=None)
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print("framework ceiling: trivial FastAPI in one limited uvicorn ...", flush=True)
         stats, cpu, limited = ceilings.framework_ceiling(
             results / "ceiling-framework", users=args.users, seconds=args.duration, warmup_s=args.warmup,
-            wait=args.wait, spawn_rate=args.spawn_rate, processes=args.processes, cpus=args.locust_cpus)
+            wait=args.ceiling_wait, spawn_rate=args.spawn_rate, processes=args.processes, cpus=args.locust_cpus)
         framework_rps = stats.payments_per_s
         ceiling_notes |= {"framework_limits": limited, "framework_p99_ms": stats.p99_ms, "framework_cpu": cpu}
 
@@ -139,9 +141,9 @@ def run(args: argparse.Namespace) -> int:
 
     table, ratios = format_table(points), format_ceilings(points, db_tps, framework_rps)
     chart = draw_scaling_chart(points, results / "scaling.png", db_ceiling_tps=db_tps,
-                               framework_ceiling_rps=framework_rps,
-                               title_note=f"{args.users} users, {args.warmup:.0f}s warm-up + {args.duration:.0f}s "
-                                          f"per point; seed: 4 min per point")
+                               framework_ceiling_rps=framework_rps, users=args.users,
+                               title_note=f"{args.warmup:.0f}s warm-up + {args.duration:.0f}s measured per point; "
+                                          f"seed: 4 min per point")
     (results / "table.txt").write_text(table + "\n\n" + ratios + "\n")
     (results / "bench.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items() if k != "handler"},

@@ -25,6 +25,7 @@ def draw_scaling_chart(
     db_ceiling_tps: float | None = None,
     framework_ceiling_rps: float | None = None,
     title_note: str = "",
+    users: int = 1000,
 ) -> Path:
     """Grouped bars (ours vs the seed, per second), the ideal line and both ceilings, as a PNG."""
     ordered = sorted(points, key=lambda p: p.instances)
@@ -67,7 +68,7 @@ def draw_scaling_chart(
     ax.set_xticks(xs, [str(n) for n in counts])
     ax.set_xlabel("transaction-service instances (each 50% CPU, 300 MB)")
     ax.set_ylabel("payments per second (log scale)")
-    title = "Transaction requests processed vs number of transaction-service instances, 1000 users"
+    title = f"Transaction requests processed vs number of transaction-service instances, {users} users"
     ax.set_title(title + (f"\n{title_note}" if title_note else ""), fontsize=10)
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")

@@ -98,10 +98,22 @@ async def create_merchant(api: Api, index: int) -> dict[str, Any]:
     merchant = await api.call("POST", "/api/v1/merchants", body=body, anonymous=True)
     rate_bps = OFFER_RATES_BPS[index % len(OFFER_RATES_BPS)]
     if rate_bps:
-        await api.call("PUT", f"/api/v1/partners/{merchant['id']}/offer", key=merchant["api_key"],
-                       body={"rate_bps": rate_bps})
+        await set_offer(api, merchant, rate_bps)
     return {"id": merchant["id"], "api_key": merchant["api_key"], "country": country, "currency": currency,
             "category": category, "rate_bps": rate_bps}
+
+
+async def set_offer(api: Api, merchant: dict[str, Any], rate_bps: int, timeout_s: float = 20) -> None:
+    """The partner store appears when partners consumes ``merchant.registered``: a 404 first is normal."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        offer = await api.call("PUT", f"/api/v1/partners/{merchant['id']}/offer", key=merchant["api_key"],
+                               body={"rate_bps": rate_bps}, expect=(200, 201, 404))
+        if offer and offer.get("type") != "partner-not-found":
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"partner store of merchant {merchant['id']} not there after {timeout_s:.0f}s")
+        await asyncio.sleep(0.2)
 
 
 async def create_customer(api: Api, index: int, rng: random.Random) -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""CI smoke of the load test and the scaling benchmark: a few users for a few seconds, against the
+session's own ``newbank up`` (its own state folder and ports). It checks that they still run end to end
+and that the after-run checks pass — never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _ok(result: Any) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+def test_loadtest_runs_and_its_checks_pass(newbank_platform: Any, tmp_path: Path) -> None:
+    results = tmp_path / "loadtest"
+    result = newbank_platform.cli(
+        "loadtest", "-u", "8", "-r", "8", "-t", "6", "--wait", "0.1,0.3",
+        "--merchants", "5", "--customers", "4", "--results", str(results), timeout_s=240,
+    )  # fmt: skip
+    _ok(result)
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["payments"] > 0
+    assert summary["server_errors"] == {}
+    checks = {c["name"]: c for c in summary["checks"]["results"]}
+    for name in ("no 5xx", "every 201 payment exists", "cashback settled", "cashback credited exactly once",
+                 "ledger verifies"):
+        assert checks[name]["ok"], checks[name]
+    assert (results / "locust.html").exists()
+    assert (results / "locust_stats.csv").exists()
+    data = json.loads((results / "data.json").read_text())
+    assert {m["currency"] for m in data["merchants"]} >= {"EUR", "USD", "GBP", "JPY"}
+
+
+def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, tmp_path: Path) -> None:
+    results = tmp_path / "bench"
+    result = newbank_platform.cli(
+        "bench", "scaling", "--instances", "1,2", "--duration", "4", "--warmup", "2", "-u", "8", "-r", "8",
+        "--wait", "0.1,0.3", "--merchants", "5", "--customers", "4", "--check-sample", "50",
+        "--pgbench-clients", "2", "--results", str(results), timeout_s=300,
+    )  # fmt: skip
+    _ok(result)
+    bench = json.loads((results / "bench.json").read_text())
+    assert [p["instances"] for p in bench["points"]] == [1, 2]
+    assert all(p["payments"] > 0 for p in bench["points"])
+    assert bench["db_ceiling_tps"] and bench["framework_ceiling_rps"]
+    assert (results / "scaling.png").read_bytes().startswith(b"\x89PNG")
+    assert "÷ db" in (results / "table.txt").read_text()
