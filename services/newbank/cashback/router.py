@@ -10,10 +10,9 @@ from fastapi.responses import JSONResponse
 
 from newbank.auth import CustomerOrAdmin, CustomerPrincipal
 from newbank.cashback import service
-from newbank.cashback.dependencies import Db
+from newbank.cashback.dependencies import Db, Relay
 from newbank.cashback.schemas import CashbackAccount, Redemption, RedemptionIn
 from newbank.idempotency import IdempotencyKey
-from newbank.service_app import Context
 
 router = APIRouter(prefix="/api/v1/cashback", tags=["cashback"])
 
@@ -41,12 +40,12 @@ async def redeem_cashback(
     principal: CustomerPrincipal,
     key: IdempotencyKey,
     db: Db,
-    ctx: Context,
+    relay: Relay,
     request: Request,
 ) -> JSONResponse:
     outcome = await service.redeem(db, principal, account_id, redemption, key, request.url.path)
     if outcome.status == 202 and not outcome.replayed:
-        ctx.relay.wake()  # the event leaves now, not at the next poll
+        relay.wake()  # the event leaves now, not at the next poll
     return outcome.response()
 
 
