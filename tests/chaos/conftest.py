@@ -1,0 +1,101 @@
+"""One whole platform (``newbank up``) for the chaos session, on its own state folder and ports.
+
+It is started once (20-30 s) and shared by every scenario: each scenario waits until the platform is
+healthy before it starts and leaves it whole. At the end ``newbank down --purge``; then anything of it
+still alive is killed by PID — also when a test failed or the session was interrupted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from newbank.chaos.health import processes_of
+from newbank.chaos.world import Target, World, load_or_create_world
+from newbank.runtime import cgroups, procs
+from newbank.runtime.layout import PORT_OFFSETS, Layout
+from newbank.runtime.platform import running_pids
+
+
+def _free_port_block() -> int:
+    """A base port whose whole block (base + every offset, 20 transaction slots) is free."""
+    span = max(PORT_OFFSETS.values()) + 1
+    for _ in range(200):
+        base = 30000 + (uuid.uuid4().int % 200) * 100
+        if all(not procs.port_open(base + i) for i in range(span)):
+            return base
+    raise RuntimeError("no free port block")
+
+
+class ChaosPlatform:
+    def __init__(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="newbank-chaos-", dir="/tmp"))
+        os.chmod(self.home, 0o755)  # the postgres user must reach its data folder below
+        self.env = {
+            **os.environ,
+            "NEWBANK_HOME": str(self.home),
+            "NEWBANK_PORT_BASE": str(_free_port_block()),
+            "NEWBANK_PORT": str(procs.free_port()),
+        }
+        self.env.pop("NEWBANK_ADMIN_TOKEN", None)
+        self.stopped = False
+
+    def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "newbank.cli", *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout_s, check=False)
+
+    @property
+    def layout(self) -> Layout:
+        layout = Layout.load(self.home)
+        assert layout is not None, f"no runtime.json in {self.home}"
+        return layout
+
+    def down(self) -> None:
+        """``newbank down --purge``, then SIGKILL by PID whatever of this platform survived it."""
+        if self.stopped:
+            return
+        self.stopped = True
+        layout = Layout.load(self.home)
+        if layout is not None:
+            self.cli("down", timeout_s=180)
+            for pid in running_pids(layout).values():
+                procs.stop_pid(pid, timeout_s=5, sig=signal.SIGKILL)
+            for pid in processes_of(self.home):
+                procs.stop_pid(pid, timeout_s=5, sig=signal.SIGKILL)
+            cgroups.remove_all(self.home)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def chaos_platform() -> Iterator[ChaosPlatform]:
+    platform = ChaosPlatform()
+    atexit.register(platform.down)
+    try:
+        t0 = time.monotonic()
+        result = platform.cli("up")
+        print(result.stdout, result.stderr, f"newbank up took {time.monotonic() - t0:.1f} s", sep="\n")
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield platform
+    finally:
+        platform.down()
+
+
+@pytest.fixture(scope="session")
+def chaos_target(chaos_platform: ChaosPlatform) -> Target:
+    return Target(chaos_platform.layout)
+
+
+@pytest.fixture(scope="session")
+def chaos_world(chaos_target: Target) -> World:
+    """Made once through the public API (onboarding is rate limited), shared by every scenario."""
+    return load_or_create_world(chaos_target)
