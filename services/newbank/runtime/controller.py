@@ -54,7 +54,27 @@ class Controller:
         self._periodic.append((fn, interval_s))
 
     def scale_target(self, service: str = "transactions") -> LocalScaleTarget:
-        return LocalScaleTarget(self.layout, service, lambda: self.instances)
+        return LocalScaleTarget(self.layout, service, lambda: self.instances, self.rolling_restart)
+
+    async def rolling_restart(self, service: str) -> None:
+        """Restart every instance of ``service`` one after the other: drain, stop, start, ready again."""
+        for instance in [i for i in self.instances if i.service == service]:
+            if instance.name in self._busy:
+                continue
+            self._busy.add(instance.name)
+            try:
+                if self.haproxy.pid:
+                    await asyncio.to_thread(self.haproxy.remove_server, instance.service, instance.name)
+                instance.registered = False
+                await asyncio.to_thread(stop_instance, self.layout, instance)
+            finally:
+                self._busy.discard(instance.name)
+            log.info("rolling restart of %s", instance.name)
+            self._start(instance)
+            for _ in range(int(READY_TIMEOUT_S / 0.3)):  # the next one only when this one serves again
+                if instance.registered or not instance.alive():
+                    break
+                await asyncio.sleep(0.3)
 
     async def _run_operator(self) -> None:
         """The one place that hands the local platform to the operator's loop (if installed)."""

@@ -62,6 +62,9 @@ def _start_controller(layout: Layout) -> int:
 
 def _instances_ready(layout: Layout) -> tuple[bool, str]:
     """All wanted instances registered and answering ``/readyz``; else what is missing."""
+    beat = controller_state(layout).get("heartbeat")
+    if not isinstance(beat, int | float) or time.time() - beat > 5:
+        return False, "controller heartbeat"
     desired = read_desired(layout)
     instances = load_instances(layout)
     for service, want in desired.items():

@@ -8,7 +8,7 @@ does the rest. ``newbank scale`` writes the same ``desired.json``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from newbank.runtime.layout import DEFAULT_REPLICAS, MAX_INSTANCES, Layout
@@ -16,6 +16,15 @@ from newbank.runtime.layout import DEFAULT_REPLICAS, MAX_INSTANCES, Layout
 
 class ScaleTarget(Protocol):
     def instance_urls(self) -> list[str]: ...
+    def all_instance_urls(self) -> list[str]:
+        """Every service's serving instances (the operator asks all of them to flush their outbox)."""
+        return [str(getattr(i, "url")) for i in self._instances() if getattr(i, "registered", False)]  # noqa: B009
+
+    async def restart_consumers(self, service: str) -> None:
+        """The local twin of a rollout restart: each instance of ``service`` in turn, drained first."""
+        if self._restart is not None:
+            await self._restart(service)
+
     def current_replicas(self) -> int: ...
     def set_replicas(self, n: int) -> None: ...
 
@@ -47,10 +56,17 @@ def set_desired_replicas(layout: Layout, service: str, n: int) -> int:
 class LocalScaleTarget:
     """The transaction service (or another) of one local platform, as a scale target."""
 
-    def __init__(self, layout: Layout, service: str, instances: Callable[[], Sequence[object]]) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        service: str,
+        instances: Callable[[], Sequence[object]],
+        restart: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.layout = layout
         self.service = service
         self._instances = instances
+        self._restart = restart
 
     def _mine(self) -> list[object]:
         return [i for i in self._instances() if getattr(i, "service", None) == self.service]
@@ -58,6 +74,15 @@ class LocalScaleTarget:
     def instance_urls(self) -> list[str]:
         """Direct base URLs of the instances that serve traffic now (registered in HAProxy)."""
         return [str(getattr(i, "url")) for i in self._mine() if getattr(i, "registered", False)]  # noqa: B009
+
+    def all_instance_urls(self) -> list[str]:
+        """Every service's serving instances (the operator asks all of them to flush their outbox)."""
+        return [str(getattr(i, "url")) for i in self._instances() if getattr(i, "registered", False)]  # noqa: B009
+
+    async def restart_consumers(self, service: str) -> None:
+        """The local twin of a rollout restart: each instance of ``service`` in turn, drained first."""
+        if self._restart is not None:
+            await self._restart(service)
 
     def current_replicas(self) -> int:
         return read_desired(self.layout)[self.service]
