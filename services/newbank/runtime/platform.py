@@ -77,14 +77,18 @@ def _instances_ready(layout: Layout) -> tuple[bool, str]:
     return True, ""
 
 
-def wait_instances(layout: Layout, timeout_s: float = 240) -> None:
+def wait_instances(layout: Layout, timeout_s: float = 240, say: Say | None = None) -> None:
     """Wait for the controller to report every instance ready; fail on an instance that keeps dying."""
     deadline = time.monotonic() + timeout_s
+    next_note = time.monotonic() + 15
     missing = ""
     while time.monotonic() < deadline:
         ok, missing = _instances_ready(layout)
         if ok:
             return
+        if say is not None and time.monotonic() > next_note:
+            next_note += 15
+            say(f"  … still waiting ({missing})")
         if not controller_pid(layout):
             raise procs.StartupError("controller", "exited", layout.controller_log)
         for inst in load_instances(layout):
@@ -162,7 +166,7 @@ def up(layout: Layout, say: Say = print) -> None:
             _start_controller(layout)
             started.append(lambda: stop_controller_and_instances(layout))
             note = "ok"
-        wait_instances(layout)
+        wait_instances(layout, say=say)
         step.done(note)
         reason = cgroups.available()
         if reason:
