@@ -90,8 +90,8 @@ def describe(action: Action) -> str:
             )
         case FlushOutboxes():
             return "asked the services to flush their outboxes"
-        case RedriveDeadLetters(queue=queue, count=count):
-            return f"re-drove up to {count} dead-lettered messages of {queue}"
+        case RedriveDeadLetters(queue=queue):
+            return f"re-drove dead-lettered messages of {queue}"
         case RestartConsumers(service=service, queue=queue, stalled_s=stalled_s):
             return f"restarted {service} consumers: {queue} had a backlog and no consumer for {stalled_s:.0f}s"
     return str(action)
@@ -115,10 +115,9 @@ def plan_recovery(
         if policy.flush_outboxes:
             actions.append(FlushOutboxes())
         if policy.redrive_dead_letters:
-            for spec in topology.queues:
-                dead = observed.queues.get(spec.dead_letter_queue)
-                if dead is not None and dead.ready > 0:
-                    actions.append(RedriveDeadLetters(spec.name, min(dead.ready, policy.redrive_batch)))
+            # Every DLQ: the management statistics lag (and restart at zero with the node), so an
+            # empty-looking DLQ may hold messages; the executor counts with basic.get instead.
+            actions += [RedriveDeadLetters(spec.name, policy.redrive_batch) for spec in topology.queues]
 
     stalled_since: dict[str, float] = {}
     for spec in topology.queues:
@@ -195,11 +194,21 @@ async def redrive_dead_letters(
 ) -> RedriveResult:
     """Move up to ``count`` messages from ``<queue>.dlq`` back to the events exchange.
 
-    Messages that may not be retried go back to the tail of the DLQ (each is taken once per pass:
-    ``count`` is the depth seen before the pass). A failed publish also puts the message back.
+    Messages that may not be retried go back to the tail of the DLQ; each message is taken once per
+    pass because the pass stops at the depth the first ``get`` reported (its ``message_count`` is
+    the broker's own count, unlike the lagging statistics). A failed publish also puts it back.
     """
     redriven = parked = 0
-    messages = await client.take_messages(spec.dead_letter_queue, count)
+    first = await client.take_messages(spec.dead_letter_queue, 1)
+    if not first:
+        return RedriveResult()
+    depth = min(count, int(first[0].get("message_count", 0)) + 1)
+    messages = list(first)
+    while len(messages) < depth:
+        chunk = await client.take_messages(spec.dead_letter_queue, min(100, depth - len(messages)))
+        if not chunk:
+            break
+        messages += chunk
     for message in messages:
         properties = dict(message.get("properties") or {})
         verdict = redrive_verdict(properties.get("headers"), properties.get("type"), spec, max_redrives, topology)
@@ -253,6 +262,8 @@ async def _run(action: Action, edges: RecoveryEdges, policy: RecoveryPolicy) -> 
         case RedriveDeadLetters(queue=queue, count=count):
             spec = edges.topology.queue(queue)
             result = await redrive_dead_letters(edges.client, spec, policy.max_redrives, count, edges.topology)
+            if not result.redriven and not result.parked:
+                return f"no dead-lettered messages in {queue}.dlq"
             return f"re-drove {result.redriven} dead-lettered messages of {queue}, {result.parked} kept in DLQ"
         case RestartConsumers(service=service):
             if edges.restart_consumers is None:

@@ -46,7 +46,7 @@ def test_unreachable_broker_is_remembered_and_recovery_follows_its_return() -> N
     assert actions == [
         RedeclareTopology(missing=()),
         FlushOutboxes(),
-        RedriveDeadLetters(CASHBACK_PAYMENTS.name, 4),
+        *[RedriveDeadLetters(spec.name, POLICY.redrive_batch) for spec in TOPOLOGY.queues],
     ]
     assert memory.broker_was_reachable is True
 
@@ -57,7 +57,7 @@ def test_missing_queue_triggers_redeclare() -> None:
     actions, _ = plan_recovery(observed, POLICY, 0.0, RecoveryMemory(True))
     assert isinstance(actions[0], RedeclareTopology)
     assert CASHBACK_PAYMENTS.name in actions[0].missing
-    assert kinds(actions) == ["redeclare-topology", "flush-outboxes"]
+    assert kinds(actions) == ["redeclare-topology", "flush-outboxes"] + ["redrive-dead-letters"] * len(TOPOLOGY.queues)
 
 
 def test_recovery_disabled_plans_nothing() -> None:

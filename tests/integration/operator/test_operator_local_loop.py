@@ -1,0 +1,156 @@
+"""The operator's local loop for real: a real RabbitMQ, a real metrics endpoint, an in-memory target.
+
+The target is the runtime's interface (instance URLs, replica count), held in memory here instead
+of HAProxy + processes; everything the loop talks to over the network is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from newbank.messaging.topology import CASHBACK_PAYMENTS, TOPOLOGY
+from newbank.runtime import RabbitMQ
+from newbank_operator.local_loop import STATUS_FILE, run_local_operator
+from newbank_operator.rabbitmq import ManagementClient, declare_topology, missing_topology
+from op_load_metrics import LoadMetricsServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+WINDOW_S = 4.0
+SPEC = {
+    "scaling": {
+        "minReplicas": 1,
+        "maxReplicas": 6,
+        "syncPeriodSeconds": 0.5,
+        "targets": {"requestsPerSecondPerReplica": 50, "inFlightPerReplica": 0},
+        "scaleDown": {"stabilizationWindowSeconds": WINDOW_S, "maxStepReplicas": 2},
+    },
+    "queues": [{"name": q.name} for q in TOPOLOGY.queues],
+    "recovery": {"zeroConsumerGraceSeconds": 3600},
+}
+
+
+class InMemoryTarget:
+    """The runtime's scale target, kept in memory; instances are the metrics server's paths."""
+
+    def __init__(self, load: LoadMetricsServer) -> None:
+        self.load = load
+        self.replicas = 1
+        self.history: list[tuple[float, int]] = []
+
+    def instance_urls(self) -> list[str]:
+        return [self.load.url(i) for i in range(self.replicas)]
+
+    def current_replicas(self) -> int:
+        return self.replicas
+
+    def set_replicas(self, n: int) -> None:
+        self.replicas = n
+        self.load.instances = n
+        self.history.append((time.monotonic(), n))
+
+
+@pytest.fixture
+def load() -> Any:
+    server = LoadMetricsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def loop_running(rabbitmq: RabbitMQ, load: LoadMetricsServer, tmp_path: Path) -> AsyncIterator[Any]:
+    async with ManagementClient(rabbitmq.management_url, rabbitmq.user, rabbitmq.password) as client:
+        await declare_topology(client)
+    target = InMemoryTarget(load)
+    task = asyncio.create_task(
+        run_local_operator(target, rabbitmq.management_url, rabbitmq.user, rabbitmq.password, tmp_path, spec=SPEC)
+    )
+    try:
+        yield target, tmp_path
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(check: Callable[[], Any], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return True
+        await asyncio.sleep(0.25)
+    return False
+
+
+def status(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+async def test_scales_up_under_load_and_down_after_the_window(loop_running: Any, load: LoadMetricsServer) -> None:
+    target, folder = loop_running
+    load.load_rps = 250  # 5 replicas' worth at 50 rps each
+    assert await until(lambda: target.replicas >= 5, 20), target.history
+    assert status(folder)["replicas"]["desired"] >= 5
+    peak = target.replicas
+
+    load.load_rps = 0
+    quiet_since = time.monotonic()
+    assert await until(lambda: target.replicas == 1, 30), target.history
+    first_down = next(t for t, n in target.history if n < peak)
+    assert first_down - quiet_since >= WINDOW_S - 1.0, "scaled down before the stabilisation window"
+    conditions = {c["type"]: c["status"] for c in status(folder)["conditions"]}
+    assert conditions == {"BrokerAvailable": "True", "QueuesHealthy": "True", "ScalingActive": "True"}
+
+
+async def test_recovers_topology_and_dead_letters_after_an_outage(
+    loop_running: Any, rabbitmq: RabbitMQ, load: LoadMetricsServer
+) -> None:
+    _, folder = loop_running
+    client = ManagementClient(rabbitmq.management_url, rabbitmq.user, rabbitmq.password)
+    try:
+        # A dead-lettered event waits in the DLQ (rejected by the broker, with x-death).
+        payload = base64.b64encode(json.dumps({"id": "evt-1"}).encode()).decode()
+        props = {"delivery_mode": 2, "message_id": "evt-1", "type": "payment.completed", "headers": {}}
+        assert await client.publish(TOPOLOGY.exchange, "payment.completed", payload, props)
+        await client._request(
+            "POST",
+            f"/queues/%2F/{CASHBACK_PAYMENTS.name}/get",
+            {"count": 1, "ackmode": "reject_requeue_false", "encoding": "auto"},
+        )
+        assert await until(lambda: status(folder).get("broker") == "Available", 10)
+        flushes_before = load.flushes
+
+        rabbitmq.stop()
+        assert await until(lambda: status(folder).get("broker") == "Unavailable", 15)
+        rabbitmq.start()
+        await client.delete_queue(CASHBACK_PAYMENTS.name)  # the node came back without it
+
+        async def recovered() -> bool:
+            return not missing_topology(await client.observe())
+
+        assert await until(recovered, 20)
+        assert await until(lambda: load.flushes > flushes_before, 10)
+
+        async def redriven() -> bool:
+            body = {"count": 10, "ackmode": "ack_requeue_true", "encoding": "auto"}
+            got = await client._request("POST", f"/queues/%2F/{CASHBACK_PAYMENTS.name}/get", body)
+            return any(m["properties"].get("message_id") == "evt-1" for m in got)
+
+        assert await until(redriven, 15)
+        last = status(folder)
+        assert last["broker"] == "Available"
+        assert any("re-declared topology" in a for a in last["lastRecovery"]["actions"])
+    finally:
+        await client.aclose()
