@@ -11,13 +11,16 @@ from fastapi.responses import JSONResponse
 from newbank.auth import CustomerOrAdmin, CustomerPrincipal
 from newbank.cashback import service
 from newbank.cashback.dependencies import Db, Relay
+from newbank.cashback.openapi import COMMON_PROBLEMS, problem_responses
 from newbank.cashback.schemas import CashbackAccount, Redemption, RedemptionIn
 from newbank.idempotency import IdempotencyKey
 
 router = APIRouter(prefix="/api/v1/cashback", tags=["cashback"])
 
 
-@router.get("/accounts/{account_id}", response_model=CashbackAccount)
+@router.get(
+    "/accounts/{account_id}", response_model=CashbackAccount, responses=problem_responses(*COMMON_PROBLEMS, 403, 404)
+)
 async def get_cashback_account(
     account_id: UUID,
     principal: CustomerOrAdmin,
@@ -32,7 +35,7 @@ async def get_cashback_account(
     "/accounts/{account_id}/redemptions",
     status_code=202,
     response_model=Redemption,
-    responses={402: {"description": "insufficient-cashback"}},
+    responses=problem_responses(*COMMON_PROBLEMS, 402, 403, 404, 409),
 )
 async def redeem_cashback(
     account_id: UUID,
@@ -49,6 +52,8 @@ async def redeem_cashback(
     return outcome.response()
 
 
-@router.get("/redemptions/{redemption_id}", response_model=Redemption)
+@router.get(
+    "/redemptions/{redemption_id}", response_model=Redemption, responses=problem_responses(*COMMON_PROBLEMS, 403, 404)
+)
 async def get_redemption(redemption_id: UUID, principal: CustomerOrAdmin, db: Db) -> Any:
     return await service.get_redemption(db, principal, redemption_id)

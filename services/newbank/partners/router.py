@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from newbank.auth import MerchantOrAdmin
+from newbank.cashback.openapi import problem_responses
 from newbank.partners import service
 from newbank.partners.dependencies import Cache, Db
 from newbank.partners.schemas import Offer, OfferIn, PartnerPage, PartnerStore
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/api/v1/partners", tags=["partners"])
 JSON = "application/json"
 
 
-@router.get("", response_model=PartnerPage, responses={200: {"model": PartnerPage}})
+@router.get("", response_model=PartnerPage, responses=problem_responses(400, 422))
 async def list_partners(
     db: Db,
     cache: Cache,
@@ -32,17 +33,17 @@ async def list_partners(
     return Response(body, media_type=JSON)
 
 
-@router.get("/{merchant_id}", response_model=PartnerStore)
+@router.get("/{merchant_id}", response_model=PartnerStore, responses=problem_responses(404, 422))
 async def get_partner(merchant_id: UUID, db: Db, cache: Cache) -> Response:
     return Response(await service.get_partner(db, cache, merchant_id), media_type=JSON)
 
 
-@router.put("/{merchant_id}/offer", response_model=Offer)
+@router.put("/{merchant_id}/offer", response_model=Offer, responses=problem_responses(400, 401, 403, 404, 413, 422))
 async def put_offer(merchant_id: UUID, offer: OfferIn, principal: MerchantOrAdmin, db: Db, cache: Cache) -> Offer:
     return Offer.model_validate(await service.set_offer(db, cache, principal, merchant_id, offer))
 
 
-@router.delete("/{merchant_id}/offer", status_code=204)
+@router.delete("/{merchant_id}/offer", status_code=204, responses=problem_responses(401, 403, 404, 422))
 async def delete_offer(merchant_id: UUID, principal: MerchantOrAdmin, db: Db, cache: Cache) -> Response:
     await service.end_offer(db, cache, principal, merchant_id)
     return Response(status_code=204)
