@@ -43,6 +43,7 @@ class Controller:
         self.use_cgroups = cgroups.available() is None
         self._busy: set[str] = set()  # instances with a start/stop in flight
         self._removing: set[str] = set()  # instances on their way out (draining, stopping)
+        self._was_ready: dict[str, bool] = {i.name: i.registered for i in self.instances}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._periodic: list[tuple[Callable[[], Any], float]] = []
         self._stopping = asyncio.Event()
@@ -169,11 +170,16 @@ class Controller:
         save_instances(self.layout, self.instances)
 
     def _restart(self, instance: Instance) -> None:
-        backoff = min(30.0, 2.0 ** min(instance.restarts, 5)) if instance.restarts else 0.0
+        """Restart at once after a crash of a healthy instance; back off when it keeps failing."""
+        procs.reap(instance.pid)
+        backoff = min(30.0, 2.0 ** min(instance.failures, 5)) if instance.failures else 0.0
         if time.time() - instance.started_at < backoff:
             return
         log.warning("instance %s (pid %s) is not running; restarting it", instance.name, instance.pid)
         instance.restarts += 1
+        if not instance.registered or not self._was_ready.get(instance.name, False):
+            instance.failures += 1
+        self._was_ready[instance.name] = False
         self._start(instance)
 
     def _start(self, instance: Instance) -> None:
@@ -202,6 +208,8 @@ class Controller:
                 await asyncio.sleep(0.3)
             await asyncio.to_thread(self.haproxy.add_server, instance.service, instance.name, instance.port)
             instance.registered = True
+            instance.failures = 0
+            self._was_ready[instance.name] = True
             self.errors.pop(instance.name, None)
             log.info("registered %s in haproxy", instance.name)
         except Exception as exc:

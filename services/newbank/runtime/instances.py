@@ -25,7 +25,8 @@ class Instance:
     pid: int = 0
     limited: bool = False  # started inside its cgroups
     registered: bool = False  # a server in HAProxy
-    restarts: int = 0
+    restarts: int = 0  # in total, for the status table
+    failures: int = 0  # exits since it was last ready; drives the back-off and `up`'s verdict
     started_at: float = 0.0
 
     @property

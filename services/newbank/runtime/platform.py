@@ -92,7 +92,7 @@ def wait_instances(layout: Layout, timeout_s: float = 240, say: Say | None = Non
         if not controller_pid(layout):
             raise procs.StartupError("controller", "exited", layout.controller_log)
         for inst in load_instances(layout):
-            if inst.restarts >= 2:
+            if inst.failures >= 2:
                 raise procs.StartupError(inst.name, "keeps exiting", log_file(layout, inst))
         errors = controller_state(layout).get("errors") or {}
         if isinstance(errors, dict):
