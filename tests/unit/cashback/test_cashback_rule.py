@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from newbank.cashback.rule import EntryState, cashback_for, entry_status, reversed_total
 
 amounts = st.integers(min_value=1, max_value=1_000_000_000_000)
