@@ -34,5 +34,6 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.posting.level = logging.WARNING  # handler warnings become Events; our Events are explicit
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="newbank.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="newbank.io")
+    settings.scanning.disabled = True  # our resources are known: no cluster-wide CRD watch (RBAC)
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = config.request_timeout_s
