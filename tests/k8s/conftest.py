@@ -61,3 +61,30 @@ def load_metrics() -> Iterator[LoadMetricsServer]:
         yield server
     finally:
         server.stop()
+
+
+REPO = Path(__file__).parents[2]
+CHART = REPO / "charts" / "newbank"
+
+
+def find_helm() -> str | None:
+    """helm from NEWBANK_HELM, the cache k8s/tools/get-helm.sh fills, or PATH."""
+    import os
+    import shutil
+
+    for candidate in (
+        os.environ.get("NEWBANK_HELM"),
+        str(Path(os.environ.get("NEWBANK_CACHE", Path.home() / ".cache" / "newbank")) / "bin" / "helm"),
+        shutil.which("helm"),
+    ):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    path = find_helm()
+    if path is None:
+        pytest.skip("helm not found: run k8s/tools/get-helm.sh (fetches helm 3.17 into ~/.cache/newbank/bin)")
+    return path

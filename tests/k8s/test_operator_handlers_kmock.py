@@ -12,8 +12,9 @@ import httpx
 import kmock
 import kopf
 import pytest
-from newbank_operator import handlers  # noqa: F401 - registers the handlers with kopf
 from op_load_metrics import LoadMetricsServer
+
+from newbank_operator import handlers  # noqa: F401 - registers the handlers with kopf
 
 pytestmark = [pytest.mark.k8s]
 
