@@ -67,7 +67,8 @@ class ServiceSpec:
     on_shutdown: Sequence[Hook] = ()
 
 
-def get_context(request: Request) -> ServiceContext:
+async def get_context(request: Request) -> ServiceContext:
+    # async: a plain `def` dependency would run in the thread pool, a thread hand-off on every request.
     return request.app.state.ctx
 
 
