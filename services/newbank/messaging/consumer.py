@@ -96,6 +96,10 @@ class InboxConsumer:
                 event.type,
             )
             if not fresh:
+                # The event's effect may be committed only locally (a sync-replication wait that was
+                # cancelled on a primary being failed away from): a transaction id makes this commit
+                # wait for the standby to confirm it before the message is acknowledged (issue 7, 1c).
+                await conn.fetchval("SELECT txid_current()")
                 return False
             await handler(conn, event)
         if self.spec.after_commit is not None:

@@ -33,6 +33,9 @@ _PENDING_SQL = """
 SELECT seq, id, routing_key, envelope FROM outbox_event
  WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
 """
+_DURABLE_BARRIER_SQL = """
+SELECT CASE WHEN EXISTS (SELECT 1 FROM outbox_event WHERE published_at IS NULL) THEN txid_current() END
+"""
 
 
 async def add_event(conn: asyncpg.Connection, event_type: str, source: str, data: dict[str, Any]) -> str:
@@ -85,22 +88,32 @@ class OutboxRelay:
                 await self.broker.reset_publish_channel()
 
     async def publish_batch(self) -> int:
-        async with self.db.primary.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_PENDING_SQL, self.batch_size)
-            if not rows:
-                return 0
-            channel = await self.broker.publish_channel()
-            exchange = await channel.get_exchange(TOPOLOGY.exchange, ensure=False)
-            await asyncio.gather(
-                *(
-                    exchange.publish(_message(row), row["routing_key"], mandatory=row["routing_key"] in _MUST_ROUTE)
-                    for row in rows
-                )
+        async with self.db.primary.acquire() as conn:
+            # Publish only what the synchronous standby has: when there is something pending, this
+            # autocommit statement takes a transaction id, so its commit waits for the standby to
+            # confirm the WAL so far — the events' own commits included. A row committed only locally
+            # (its sync wait cancelled on a primary that is being failed away from) would otherwise
+            # go out as an event for a payment that the new primary never had (issue 7, chaos 1c).
+            await conn.fetchval(_DURABLE_BARRIER_SQL)
+            async with conn.transaction():
+                return await self._publish_pending(conn)
+
+    async def _publish_pending(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(_PENDING_SQL, self.batch_size)
+        if not rows:
+            return 0
+        channel = await self.broker.publish_channel()
+        exchange = await channel.get_exchange(TOPOLOGY.exchange, ensure=False)
+        await asyncio.gather(
+            *(
+                exchange.publish(_message(row), row["routing_key"], mandatory=row["routing_key"] in _MUST_ROUTE)
+                for row in rows
             )
-            await conn.execute(
-                "UPDATE outbox_event SET published_at = now() WHERE seq = ANY($1::bigint[])",
-                [row["seq"] for row in rows],
-            )
+        )
+        await conn.execute(
+            "UPDATE outbox_event SET published_at = now() WHERE seq = ANY($1::bigint[])",
+            [row["seq"] for row in rows],
+        )
         OUTBOX_PUBLISHED.inc(len(rows))
         return len(rows)
 
