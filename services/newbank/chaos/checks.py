@@ -108,7 +108,10 @@ async def _check_bank(verdict: Verdict, target: Target, load: PaymentLoad) -> di
     for order in load.acknowledged:
         found = by_key.get(order.key, [])
         if not any(r["id"] == order.payment_id for r in found):
-            lost.append(f"{order.key} → {order.payment_id} (rows: {[r['id'] for r in found]})")
+            history = [(round(a.sent - load.started_at, 1), round(a.done - load.started_at, 1), a.outcome)
+                       for a in order.attempts]
+            lost.append(f"{order.key} → {order.payment_id} (rows: {[r['id'] for r in found]}; attempts s from "
+                        f"load start: {history})")
             continue
         row = next(r for r in found if r["id"] == order.payment_id)
         made = (order.merchant_id, order.account_id, order.amount)
@@ -180,8 +183,20 @@ async def _check_cashback(verdict: Verdict, target: Target, world: World, load: 
             "       (SELECT coalesce(sum(r.amount), 0) FROM cashback_redemption r"
             "         WHERE r.account_id = a.account_id) AS redeemed"
             "  FROM cashback_account a WHERE a.account_id = ANY($1::uuid[])", [a.id for a in world.accounts])
+        world_entries = {r["payment_id"] for r in await conn.fetch(
+            "SELECT payment_id::text FROM cashback_entry WHERE account_id = ANY($1::uuid[])",
+            [a.id for a in world.accounts])}
     finally:
         await conn.close()
+    bank = await _connect(target.bank_dsn())
+    try:
+        world_payments = {r["id"] for r in await bank.fetch(
+            "SELECT id::text FROM payment WHERE account_id = ANY($1::uuid[])", [a.id for a in world.accounts])}
+    finally:
+        await bank.close()
+    phantom = sorted(world_entries - world_payments)
+    verdict.add("no cashback for a payment the bank does not have", not phantom,
+                f"{len(world_entries)} entries" + (f"; {len(phantom)} phantom: {phantom[:3]}" if phantom else ""))
     wrong: list[str] = []
     for order in load.acknowledged:
         entry, payment = entries.get(order.payment_id), payments.get(order.payment_id)

@@ -25,6 +25,7 @@ from newbank.runtime.patroni_cluster import PatroniNode, PgCluster
 
 Fault = Callable[[Run], Awaitable[None]]
 BROKER_OUTAGE_S = 30.0
+PATRONI_RESTART_AFTER_S = 15.0
 
 
 def _cluster(run: Run) -> PgCluster:
@@ -103,8 +104,10 @@ async def primary_patroni(run: Run) -> None:
     procs.kill_pid(node.patroni_pid)
     await run.wait_for(f"{other.name} promoted", other.is_primary, 60)
     run.facts["old postmaster alive at promotion"] = procs.pid_alive(postmaster)
-    await asyncio.sleep(8)
-    run.facts["old postmaster alive 8 s after promotion"] = procs.pid_alive(postmaster)
+    # Longer than the services' 10 s statement timeout: commits stuck on the old primary get cancelled
+    # (and so committed locally) while it still takes connections — the window where it could lie.
+    await asyncio.sleep(PATRONI_RESTART_AFTER_S)
+    run.facts[f"old postmaster alive {PATRONI_RESTART_AFTER_S:.0f} s after promotion"] = procs.pid_alive(postmaster)
     run.mark("restarting patroni on the old primary", node.name)
     await asyncio.to_thread(cluster.start_node, node)
     await run.wait_for("old postmaster gone (demoted)", lambda: node.postmaster_pid != postmaster, 60)
