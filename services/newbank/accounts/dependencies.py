@@ -38,7 +38,7 @@ BaseCurrency = Annotated[str, Depends(_base)]
 QuoteCurrency = Annotated[str, Depends(_quote)]
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     """The caller's address as the ingress saw it.
 
     HAProxy appends the peer it accepted to ``X-Forwarded-For``; the last entry is therefore the one
@@ -55,7 +55,7 @@ def client_address(request: Request) -> str:
 ClientAddress = Annotated[str, Depends(client_address)]
 
 
-def accounts_key_resolver(request: Request) -> AccountsKeyResolver:
+async def accounts_key_resolver(request: Request) -> AccountsKeyResolver:
     return request.app.state.key_resolver
 
 
@@ -65,7 +65,8 @@ KeyResolverDep = Annotated[AccountsKeyResolver, Depends(accounts_key_resolver)]
 async def require_admin_caller(request: Request) -> None:
     """The internal endpoints answer only the services, which call with the admin key."""
     token = bearer_token(request) or ""
-    principal = await accounts_key_resolver(request).resolve(token)
+    resolver: AccountsKeyResolver = request.app.state.key_resolver
+    principal = await resolver.resolve(token)
     if principal is None or not principal.is_admin:
         raise ProblemError(401, "unauthorized", "the admin key is required", headers={"WWW-Authenticate": "Bearer"})
 

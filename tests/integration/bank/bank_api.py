@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 import httpx
 import orjson
+
 from newbank.messaging.topology import EVENTS_EXCHANGE
 
 if TYPE_CHECKING:

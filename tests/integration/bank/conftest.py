@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from bank_api import Bank
+
 from newbank.runtime import PgCluster, RabbitMQ, free_port, stop_pid
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)

@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 import pytest
 from bank_api import Bank, eventually, publish
+
 from newbank.messaging.topology import EVENTS_EXCHANGE
 from newbank.runtime import RabbitMQ
 

@@ -17,6 +17,7 @@ from bank_api import Bank, eventually, publish
 from conftest import BankServices
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from newbank.money import MAX_AMOUNT, convert, currency_exponent
 from newbank.runtime import RabbitMQ
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 from bank_api import Bank, problem
+
 from newbank.money import convert
 
 pytestmark = pytest.mark.integration
