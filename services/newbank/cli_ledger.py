@@ -1,11 +1,17 @@
-"""``newbank ledger verify``: recompute every stored balance from the postings; exit 1 on a difference."""
+"""Check the bank's ledger: every stored balance equals its postings, every journal entry sums to zero.
+
+``newbank ledger verify`` reads the bank database of a running ``newbank up`` (or ``--database-url``),
+prints a one-screen summary and exits 1 on any difference (2 if the database cannot be read).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from newbank.ledger import verify_dsn
 from newbank.settings import Settings
@@ -17,12 +23,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--database-url",
         default=None,
-        help="the bank database (default: NEWBANK_DATABASE_URL, else the local default)",
+        help="the bank database (default: NEWBANK_DATABASE_URL, else the one `newbank up` runs)",
     )
+    check.add_argument("--home", help="state folder of `newbank up` (default: $NEWBANK_HOME or .newbank/)")
+
+
+def database_url(args: argparse.Namespace) -> str:
+    """The explicit URL, else the environment's, else the primary of the local runtime's cluster."""
+    if args.database_url:
+        return args.database_url
+    if os.environ.get("NEWBANK_DATABASE_URL"):
+        return Settings().database_url
+    from newbank.runtime.layout import Layout, default_home  # only the local runtime needs it
+
+    layout = Layout.load(Path(args.home).resolve() if args.home else default_home())
+    if layout is not None:
+        return layout.pg_cluster().multi_host_dsn("bank")
+    return Settings().database_url
 
 
 def run(args: argparse.Namespace) -> int:
-    dsn = args.database_url or Settings().database_url
+    dsn = database_url(args)
     try:
         report = asyncio.run(verify_dsn(dsn))
     except Exception as exc:
