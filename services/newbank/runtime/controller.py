@@ -27,6 +27,7 @@ from typing import Any
 from newbank.runtime import cgroups, procs
 from newbank.runtime.haproxy import HAProxy
 from newbank.runtime.instances import Instance, load_instances, log_file, save_instances, start_instance, stop_instance
+from newbank.runtime.jsonlog import JsonFormatter
 from newbank.runtime.layout import DEFAULT_REPLICAS, MAX_INSTANCES, SERVICES, Layout
 from newbank.runtime.scale_target import LocalScaleTarget, read_desired, write_desired
 
@@ -266,25 +267,12 @@ class Controller:
         tmp.replace(self.layout.home / "controller.json")
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     home = Path(args[0]) if args else None
     layout = Layout.from_env(home)
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_JsonFormatter())
+    handler.setFormatter(JsonFormatter("controller", str(os.getpid())))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     if not layout.desired_file.exists():
         write_desired(layout, dict(DEFAULT_REPLICAS))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from newbank.runtime import cgroups, procs
+from newbank.runtime.jsonlog import uvicorn_log_config
 from newbank.runtime.layout import DATABASE_OF, Layout
 
 
@@ -102,6 +103,7 @@ def start_instance(layout: Layout, instance: Instance, *, use_cgroups: bool) -> 
         "--port", str(instance.port),
         "--no-access-log",
         "--timeout-graceful-shutdown", "10",
+        "--log-config", str(uvicorn_log_config(layout.home)),
     ]  # fmt: skip
     if layout.app_dir:
         argv += ["--app-dir", layout.app_dir]
