@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -149,25 +150,34 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now (for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Ports handed out for tests come from below the kernel's ephemeral range (32768+), so that a client
+# connection never takes a server's port in the moment between choosing it and binding it (or while a
+# test holds a broker down before starting it again on the same port).
+TEST_PORT_RANGE = (10000, 19999)
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports, held open together so none repeats."""
+    """``count`` distinct ports that are free on 127.0.0.1 right now (for tests)."""
     socks: list[socket.socket] = []
     try:
-        for _ in range(count):
+        low, high = TEST_PORT_RANGE
+        while len(socks) < count:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", random.randint(low, high)))
+            except OSError:
+                sock.close()
+                continue
             socks.append(sock)
         return [int(s.getsockname()[1]) for s in socks]
     finally:
         for sock in socks:
             sock.close()
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (for tests)."""
+    return free_ports(1)[0]
 
 
 def tail(path: Path | None, lines: int = 20) -> str:
