@@ -27,6 +27,7 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI, Request
+
 from newbank.database import migrate
 from newbank.messaging.topology import EVENTS_EXCHANGE
 from newbank.runtime import PgCluster, RabbitMQ
@@ -166,7 +167,8 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Run an app's lifespan (migrations, pools, broker, relay, consumers) and talk to it over ASGI."""
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(app.state.ctx.broker.connected.wait(), timeout=30)
-        transport = httpx.ASGITransport(app=app)
+        # An unexpected error answers 503/500 as over HTTP, instead of raising into the test.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
 

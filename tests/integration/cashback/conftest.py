@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest_asyncio
 from cashback_harness import Env, cashback_env, env, running, service_settings  # noqa: F401 - fixtures
+
 from newbank.cashback.main import build_app as build_cashback
 from newbank.partners.main import build_app as build_partners
 

@@ -18,7 +18,6 @@ import schemathesis
 from cashback_harness import ADMIN_TOKEN, Env
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from newbank.runtime import free_port, stop_pid
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -26,6 +25,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from newbank.runtime import free_port, stop_pid
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from bank_events import cashback_events, entry_row, open_account, payment_completed, register_merchant, set_offer
 from cashback_harness import ADMIN, Env, eventually, running, service_settings
+
 from newbank.cashback.main import build_app as build_cashback
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from bank_events import entry_row, open_account, payment_completed, register_merchant, set_offer, wait_balance
 from cashback_harness import Env, eventually, running, service_settings
+
 from newbank.cashback.main import build_app as build_cashback
 from newbank.messaging.consumer import ERROR_HEADER, RETRIES_HEADER
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from cashback_story import cashback_story
+
 from newbank.runtime import procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
