@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from bank_events import register_merchant, set_offer
 from cashback_harness import ADMIN, Env, auth, eventually, running, service_settings
+
 from newbank.partners.main import build_app as build_partners
 
 pytestmark = [pytest.mark.integration]
@@ -179,6 +180,7 @@ async def test_bad_merchant_registered_is_dead_lettered(
     env: Env, two_instances: tuple[httpx.AsyncClient, httpx.AsyncClient]
 ) -> None:
     import aio_pika
+
     from newbank.messaging.consumer import ERROR_HEADER
 
     event_id = await env.bus.publish("merchant.registered", {"merchant_id": "x", "name": "no country"})

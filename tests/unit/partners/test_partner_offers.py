@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from newbank.partners.offers import OfferVersion, is_listed, latest_recorded, offer_in_force
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
