@@ -316,10 +316,16 @@ class PgCluster:
         return proc.pid
 
     def start(self, timeout_s: float = 120) -> None:
-        """Start both nodes, wait for a primary and a streaming replica, create roles and databases."""
+        """Start both nodes, wait for a primary and a streaming replica, create roles and databases.
+
+        On a first start pg0 bootstraps alone and pg1 follows once pg0 leads (so pg0 is the primary).
+        On a restart both start at once: only Patroni knows which of them may lead now (after a
+        failover that is the last synchronous standby), and it needs both to decide.
+        """
         first, second = self.nodes
-        self.start_node(first)
-        # The second member waits until the first holds the leader key, so pg0 bootstraps.
+        fresh = not any((n.data_dir / "PG_VERSION").exists() for n in self.nodes)
+        for node in [first] if fresh else self.nodes:
+            self.start_node(node)
         procs.wait_until(
             lambda: any(n.is_primary() for n in self.nodes),
             timeout_s=timeout_s,
