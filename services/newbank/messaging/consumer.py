@@ -97,9 +97,14 @@ class InboxConsumer:
             )
             if not fresh:
                 # The event's effect may be committed only locally (a sync-replication wait that was
-                # cancelled on a primary being failed away from): a transaction id makes this commit
-                # wait for the standby to confirm it before the message is acknowledged (issue 7, 1c).
-                await conn.fetchval("SELECT txid_current()")
+                # cancelled on a primary being failed away from). A commit waits for the synchronous
+                # standby only if it wrote WAL: rewrite the inbox row, so the standby has confirmed
+                # the effect before the message is acknowledged (issue 7, chaos 1c).
+                await conn.execute(
+                    "UPDATE inbox_event SET processed_at = processed_at WHERE consumer = $1 AND event_id = $2",
+                    self.consumer_name,
+                    event.id,
+                )
                 return False
             await handler(conn, event)
         if self.spec.after_commit is not None:

@@ -33,8 +33,12 @@ _PENDING_SQL = """
 SELECT seq, id, routing_key, envelope FROM outbox_event
  WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
 """
+# Written (so WAL-logged: a commit waits for the synchronous standby only if it wrote WAL) only when
+# something is pending; one row per session (migrations/common/0003).
 _DURABLE_BARRIER_SQL = """
-SELECT CASE WHEN EXISTS (SELECT 1 FROM outbox_event WHERE published_at IS NULL) THEN txid_current() END
+INSERT INTO replication_barrier (backend_pid, touched_at)
+SELECT pg_backend_pid(), now() WHERE EXISTS (SELECT 1 FROM outbox_event WHERE published_at IS NULL)
+ON CONFLICT (backend_pid) DO UPDATE SET touched_at = excluded.touched_at
 """
 
 
@@ -90,11 +94,11 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         async with self.db.primary.acquire() as conn:
             # Publish only what the synchronous standby has: when there is something pending, this
-            # autocommit statement takes a transaction id, so its commit waits for the standby to
-            # confirm the WAL so far — the events' own commits included. A row committed only locally
+            # autocommit statement writes a row, so its commit waits for the standby to confirm the
+            # WAL so far — the events' own commits included. A row committed only locally
             # (its sync wait cancelled on a primary that is being failed away from) would otherwise
             # go out as an event for a payment that the new primary never had (issue 7, chaos 1c).
-            await conn.fetchval(_DURABLE_BARRIER_SQL)
+            await conn.execute(_DURABLE_BARRIER_SQL)
             async with conn.transaction():
                 return await self._publish_pending(conn)
 
