@@ -76,6 +76,8 @@ def measure_point(args: argparse.Namespace, host: str, home: Path, data_file: Pa
     _, cpu, start = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty())
     summary = summarise(folder, start, start + args.duration)
     report = asyncio.run(checks.run_checks(host, admin, folder, data, sample=args.check_sample))
+    (folder / "checks.json").write_text(json.dumps({"ok": report.ok, "results": [r.__dict__ for r in report.results],
+                                                    "cashback_lag_ms": report.cashback_lag_ms}, indent=1))
     lag = report.cashback_lag_ms.get("p99", float("nan"))
     point = ScalingPoint(
         instances=instances, payments_per_s=float(summary["payments_per_s"]),

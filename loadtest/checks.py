@@ -198,7 +198,12 @@ async def _check_cashback(checker: Checker, records: list[PaymentRecord], paymen
         if payment is None:
             continue
         entries = by_payment.get(payment["id"], [])
-        problem = judge_payment(payment, entries, rates.get(payment["merchant_id"], 0), record.refunded)
+        # The payment's own refunded_amount is the truth: a refund whose answer was lost (a timeout, then
+        # 503s on every retry) may have gone through. An acknowledged refund must be in it, though.
+        refunded = int(payment.get("refunded_amount", record.refunded))
+        if record.refunded > refunded:
+            wrong.append(f"{payment['id']}: refunds of {record.refunded} acknowledged, payment shows {refunded}")
+        problem = judge_payment(payment, entries, rates.get(payment["merchant_id"], 0), refunded)
         if problem:
             wrong.append(f"{payment['id']}: {problem}")
         if len(entries) == 1:  # the entry is created when the cashback is credited

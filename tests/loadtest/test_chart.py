@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("matplotlib")
+
 from loadtest.chart import draw_scaling_chart
 from loadtest.report import ScalingPoint
 
