@@ -66,6 +66,39 @@ def top_functions(collapsed: str, limit: int = 25) -> tuple[int, list[tuple[str,
     )
 
 
+# What a reader of the profile wants to know, as "share of samples whose stack contains this frame".
+CATEGORIES: dict[str, str] = {
+    "payment SQL call (make_payment, pool.fetchval)": "_call_with_retry (",
+    "asyncpg pool reset on release (an extra round trip per request)": "Connection.reset (",
+    "sync FastAPI dependency → thread-pool hop": "run_in_threadpool (",
+    "auth (key resolution)": "newbank/auth.py",
+    "inbox consumer (BEGIN … COMMIT per event)": "InboxConsumer.",
+    "outbox relay": "OutboxRelay.",
+    "RabbitMQ I/O (aiormq)": "aiormq/",
+    "HTTP requests, all of their handling": "MetricsMiddleware.__call__ (",
+    "Prometheus metrics updates": "prometheus_client/",
+    "uvicorn response send": "RequestResponseCycle.send (",
+}
+
+
+def categories(collapsed: str) -> list[tuple[str, float]]:
+    """Share of the (non-idle) samples whose stack passes through each category's frame."""
+    hits = dict.fromkeys(CATEGORIES, 0)
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        leaf = short_frame(stack.rsplit(";", 1)[-1])
+        if leaf in IDLE_LEAVES and "Queue.get" in stack:
+            continue
+        total += int(count_text)
+        for name, needle in CATEGORIES.items():
+            if needle in stack:
+                hits[name] += int(count_text)
+    return [(name, 100.0 * n / total if total else 0.0) for name, n in hits.items()]
+
+
 def format_top(total: int, own: list[tuple[str, float]], inclusive: list[tuple[str, float]]) -> str:
     lines = [f"{total} samples", "", "own time (the function itself):"]
     lines += [f"  {p:5.1f}%  {f}" for f, p in own]
@@ -114,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             record(pid, max(seconds // 2, 5), results / "flamegraph.svg", "flamegraph")
     finally:
         proc.wait()
-    text = format_top(*top_functions((results / "profile.txt").read_text()))
+    collapsed = (results / "profile.txt").read_text()
+    text = format_top(*top_functions(collapsed)) + "\n\nwhere it goes (share of samples through):\n" + "\n".join(
+        f"  {pct:5.1f}%  {name}" for name, pct in categories(collapsed)
+    )
     (results / "top.txt").write_text(text + "\n")
     print(text)
     print(f"\nprofile: {results}/profile.txt" + (f", {results}/flamegraph.svg" if args.svg else ""))

@@ -65,3 +65,15 @@ def test_cpu_window_sees_this_process() -> None:
     sum(i * i for i in range(300_000))
     used = window.stop()
     assert used["me"] >= 0 and used["machine"] >= 0
+
+
+def test_profile_categories_share_of_samples() -> None:
+    from loadtest.profile_instance import categories
+
+    collapsed = "\n".join([
+        "a (x.py:1);_call_with_retry (newbank/transactions/service.py:31);fetchval (asyncpg/c.py:1) 3",
+        "a (x.py:1);release (asyncpg/pool.py:2);Connection.reset (asyncpg/connection.py:3) 1",
+    ])
+    shares = dict(categories(collapsed))
+    assert shares["payment SQL call (make_payment, pool.fetchval)"] == 75.0
+    assert shares["asyncpg pool reset on release (an extra round trip per request)"] == 25.0
