@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from newbank.chaos.health import processes_of
 from newbank.chaos.world import Target, World, load_or_create_world
 from newbank.runtime import cgroups, procs
@@ -40,6 +41,7 @@ def _free_port_block() -> int:
 class ChaosPlatform:
     def __init__(self) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="newbank-chaos-", dir="/tmp"))
+        atexit.register(self.down)
         os.chmod(self.home, 0o755)  # the postgres user must reach its data folder below
         self.env = {
             **os.environ,
@@ -76,15 +78,26 @@ class ChaosPlatform:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def chaos_platform() -> Iterator[ChaosPlatform]:
-    platform = ChaosPlatform()
-    atexit.register(platform.down)
-    try:
+def _start() -> ChaosPlatform:
+    """``newbank up``; once more on fresh ports if the first try fails (other test sessions on this
+    machine start brokers and databases too: a port found free may be taken a second later)."""
+    failures = []
+    for _ in range(2):
+        platform = ChaosPlatform()
         t0 = time.monotonic()
         result = platform.cli("up")
         print(result.stdout, result.stderr, f"newbank up took {time.monotonic() - t0:.1f} s", sep="\n")
-        assert result.returncode == 0, result.stdout + result.stderr
+        if result.returncode == 0:
+            return platform
+        failures.append(result.stdout + result.stderr)
+        platform.down()
+    raise AssertionError("newbank up failed twice:\n" + "\n".join(failures))
+
+
+@pytest.fixture(scope="session")
+def chaos_platform() -> Iterator[ChaosPlatform]:
+    platform = _start()
+    try:
         yield platform
     finally:
         platform.down()

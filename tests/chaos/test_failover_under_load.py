@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from newbank.chaos.health import processes_of
 from newbank.chaos.report import Result, render
 from newbank.chaos.scenarios import run_blocking
