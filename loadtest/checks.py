@@ -103,17 +103,26 @@ class Checker:
         self.client = client
         self.gate = asyncio.Semaphore(concurrency)
 
-    async def get(self, path: str) -> tuple[int, Any]:
+    async def get(self, path: str, attempts: int = 6) -> tuple[int, Any]:
+        """GET with patience: right after the load the platform may still be busy (a 5xx or HAProxy's
+        HTML 503 page); the checks are about the data, the load's own 5xx are counted elsewhere."""
+        status, body = 0, None
         async with self.gate:
-            for attempt in range(3):
+            for attempt in range(attempts):
                 try:
                     response = await self.client.get(path)
-                    return response.status_code, (response.json() if response.content else None)
-                except httpx.TransportError:
-                    if attempt == 2:
-                        raise
-                    await asyncio.sleep(0.5)
-        raise AssertionError("unreachable")
+                except httpx.TransportError as exc:
+                    status, body = 0, {"error": str(exc)}
+                else:
+                    status = response.status_code
+                    try:
+                        body = response.json() if response.content else None
+                    except ValueError:
+                        body = {"raw": response.text[:200]}
+                    if status < 500:
+                        return status, body
+                await asyncio.sleep(0.5 * (attempt + 1))
+        return status, body
 
     async def cashback_entries(self, account_id: str) -> list[dict[str, Any]]:
         """Every entry of an account, following ``next_cursor`` if the service pages them."""
