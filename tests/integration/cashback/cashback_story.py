@@ -55,6 +55,15 @@ async def cashback_story(api: httpx.AsyncClient, admin_token: str) -> None:
         f"/api/v1/partners/{merchant['id']}/offer", json={"rate_bps": 250}, headers=key(merchant["api_key"])
     )
     assert offer.status_code == 200, offer.text
+    changed_at = time.monotonic()
+
+    # Visible through the ingress within 2 s, whichever partners instance answers (round robin).
+    async def offer_everywhere() -> bool:
+        answers = [await api.get(f"/api/v1/partners/{merchant['id']}") for _ in range(4)]
+        return all((a.json().get("offer") or {}).get("rate_bps") == 250 for a in answers)
+
+    await eventually(offer_everywhere, timeout_s=2.0)
+    assert time.monotonic() - changed_at < 2.0
 
     # The account is known to cashback (account.opened) before any cashback.
     async def cashback_account() -> dict[str, Any] | None:
