@@ -21,7 +21,7 @@ def main() -> None:
             standalone=not config.peering_enabled,
             peering_name=config.peering,
             priority=config.peering_priority,
-            liveness_endpoint="http://0.0.0.0:8080/healthz",
+            liveness_endpoint=config.liveness_endpoint or None,
         )
     )
 

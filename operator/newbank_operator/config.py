@@ -19,8 +19,9 @@ class OperatorConfig(BaseSettings):
     peering_priority: int = 0
     # Off only in tests without the peering CRD (kmock).
     peering_enabled: bool = True
-    # Default seconds between rounds; a CashbackPlatform's spec.scaling.syncPeriodSeconds wins.
     request_timeout_s: float = 10.0
+    # kopf's liveness probe endpoint (the Deployment's livenessProbe); empty switches it off.
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     log_level: str = "INFO"
 
 

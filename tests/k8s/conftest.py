@@ -17,6 +17,7 @@ from kmock._internal import apps, enums
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "operator"))
 
 from op_load_metrics import LoadMetricsServer
+from op_tools import find_helm
 
 
 class KopfReadyEmulator(kmock.KubernetesEmulator):
@@ -65,21 +66,6 @@ def load_metrics() -> Iterator[LoadMetricsServer]:
 
 REPO = Path(__file__).parents[2]
 CHART = REPO / "charts" / "newbank"
-
-
-def find_helm() -> str | None:
-    """helm from NEWBANK_HELM, the cache k8s/tools/get-helm.sh fills, or PATH."""
-    import os
-    import shutil
-
-    for candidate in (
-        os.environ.get("NEWBANK_HELM"),
-        str(Path(os.environ.get("NEWBANK_CACHE", Path.home() / ".cache" / "newbank")) / "bin" / "helm"),
-        shutil.which("helm"),
-    ):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ The broker is the session's shared ``rabbitmq`` fixture (tests/conftest.py: a re
 from __future__ import annotations
 
 import pytest
+
 from newbank.runtime import RabbitMQ
 
 

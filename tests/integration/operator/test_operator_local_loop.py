@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from op_load_metrics import LoadMetricsServer
+
 from newbank.messaging.topology import CASHBACK_PAYMENTS, TOPOLOGY
 from newbank.runtime import RabbitMQ
 from newbank_operator.local_loop import STATUS_FILE, run_local_operator
 from newbank_operator.rabbitmq import ManagementClient, declare_topology, missing_topology
-from op_load_metrics import LoadMetricsServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

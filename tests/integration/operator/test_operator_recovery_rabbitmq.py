@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+
 from newbank.messaging.topology import CASHBACK_PAYMENTS, TOPOLOGY
 from newbank.runtime import RabbitMQ as RabbitMQNode
 from newbank_operator.rabbitmq import ManagementClient, declare_topology, missing_topology
