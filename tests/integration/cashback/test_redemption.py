@@ -91,7 +91,7 @@ async def test_redemption_refusals(env: Env, cashback: httpx.AsyncClient) -> Non
     )
     assert not_json.status_code in (400, 422)
     someone_elses = await cashback.post(path, json={"amount": 1}, headers={**auth(other.token), **key()})
-    assert someone_elses.status_code == 404
+    assert (someone_elses.status_code, someone_elses.json()["type"]) == (404, "cashback-account-not-found")
     admin = await cashback.post(path, json={"amount": 1}, headers={**ADMIN, **key()})
     assert admin.status_code == 403
     unknown = await cashback.get(f"/api/v1/cashback/redemptions/{uuid.uuid4()}", headers=ADMIN)
