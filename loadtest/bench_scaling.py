@@ -24,7 +24,7 @@ from typing import Any
 
 from loadtest import ceilings, checks, setup_data
 from loadtest.report import ScalingPoint, format_ceilings, format_table, seed_per_second
-from loadtest.run import LocustRun, platform_target, run_with_cpu, summarise, transaction_pids
+from loadtest.run import LocustRun, format_cpu, platform_target, run_with_cpu, summarise, transaction_pids
 
 POOL_MAX_PER_INSTANCE = int(os.environ.get("NEWBANK_DB_POOL_MAX", "10"))
 
@@ -73,7 +73,7 @@ def measure_point(args: argparse.Namespace, host: str, home: Path, data_file: Pa
     run = LocustRun(folder, host, data_file, users=args.users, spawn_rate=args.spawn_rate,
                     run_time_s=args.warmup + args.duration, processes=args.processes, wait=args.wait,
                     cpus=args.locust_cpus)
-    _, cpu, start = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty())
+    _, cpu, start = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty(), home=home)
     summary = summarise(folder, start, start + args.duration)
     report = asyncio.run(checks.run_checks(host, admin, folder, data, sample=args.check_sample))
     (folder / "checks.json").write_text(json.dumps({"ok": report.ok, "results": [r.__dict__ for r in report.results],
@@ -86,14 +86,15 @@ def measure_point(args: argparse.Namespace, host: str, home: Path, data_file: Pa
         payments=int(summary["payments"]),
         instances_cpu=cpu.get("instances", float("nan")), locust_cpu=cpu.get("locust", float("nan")),
         machine_cpu=cpu.get("machine", float("nan")), cashback_lag_p99_ms=lag,
-        extra={"server_errors": summary["server_errors"], "pids": pids,
+        foreign_cpu=cpu.get("machine", float("nan")) - sum(v for k, v in cpu.items() if k != "machine"),
+        extra={"server_errors": summary["server_errors"], "pids": pids, "cpu": cpu,
                "checks": [r.__dict__ for r in report.results]},
     )
     failed = [r.name for r in report.results if not r.ok and not r.detail.startswith("skipped")]
     print(f"  {instances} instance(s): {point.payments_per_s:.1f} payments/s, p99 {point.p99_ms:.0f} ms, "
           f"errors {point.error_rate * 100:.2f}%, instances {point.instances_cpu:.2f} cores, "
           f"locust {point.locust_cpu:.2f}, machine {point.machine_cpu:.2f}; checks "
-          f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}", flush=True)
+          f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}\n    CPU (cores): {format_cpu(cpu)}", flush=True)
     return point
 
 

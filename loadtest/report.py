@@ -143,6 +143,7 @@ class ScalingPoint:
     instances_cpu: float = math.nan  # cores used by all transaction instances together
     locust_cpu: float = math.nan  # cores used by the load generator
     machine_cpu: float = math.nan  # cores used by the whole machine
+    foreign_cpu: float = math.nan  # cores the machine used for anything but this platform and locust
     cashback_lag_p99_ms: float = math.nan
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -164,7 +165,10 @@ def seed_efficiencies() -> dict[int, float]:
 
 
 def _fmt(value: float, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        width = spec.split(".")[0]
+        return "-".rjust(int(width)) if width.isdigit() else "-"
+    return format(value, spec)
 
 
 def format_table(points: Sequence[ScalingPoint]) -> str:
@@ -173,7 +177,8 @@ def format_table(points: Sequence[ScalingPoint]) -> str:
     seed = seed_per_second()
     header = (
         f"{'inst':>4} {'pay/s':>8} {'eff':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err %':>6} "
-        f"{'inst CPU':>8} {'locust CPU':>10} {'host CPU':>8} {'cb lag p99':>10} {'seed/s':>7} {'x seed':>6}"
+        f"{'inst CPU':>8} {'locust CPU':>10} {'host CPU':>8} {'not ours':>8} {'cb lag p99':>10} {'seed/s':>7} "
+        f"{'x seed':>6}"
     )
     lines = [header, "-" * len(header)]
     for p in sorted(points, key=lambda p: p.instances):
@@ -182,7 +187,7 @@ def format_table(points: Sequence[ScalingPoint]) -> str:
             f"{p.instances:>4} {_fmt(p.payments_per_s, '8.1f')} {_fmt(eff[p.instances], '5.2f')} "
             f"{_fmt(p.p50_ms, '7.0f')} {_fmt(p.p95_ms, '7.0f')} {_fmt(p.p99_ms, '7.0f')} "
             f"{_fmt(p.error_rate * 100, '6.2f')} {_fmt(p.instances_cpu, '8.2f')} {_fmt(p.locust_cpu, '10.2f')} "
-            f"{_fmt(p.machine_cpu, '8.2f')} {_fmt(p.cashback_lag_p99_ms, '10.0f')} "
+            f"{_fmt(p.machine_cpu, '8.2f')} {_fmt(p.foreign_cpu, '8.2f')} {_fmt(p.cashback_lag_p99_ms, '10.0f')} "
             f"{_fmt(seed_rate, '7.1f')} {_fmt(p.payments_per_s / seed_rate, '6.1f')}"
         )
     return "\n".join(lines)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,51 @@ def transaction_pids(home: Path) -> list[int]:
     except (OSError, ValueError):
         return []
     return [int(r["pid"]) for r in rows if r.get("service") == "transactions" and r.get("pid")]
+
+
+def platform_pid_groups(home: Path) -> dict[str, Callable[[], list[int]]]:
+    """The platform's processes by component, so a point says where the machine's CPU went.
+
+    Whatever the machine used beyond these and locust belongs to something else (another platform,
+    a test suite): on a shared 2-core machine that is the first thing to know about a figure.
+    """
+    groups: dict[str, Callable[[], list[int]]] = {}
+
+    def services() -> list[int]:
+        try:
+            rows = json.loads((home / "instances.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return [int(r["pid"]) for r in rows if r.get("service") != "transactions" and r.get("pid")]
+
+    groups["other services"] = services
+    try:
+        from newbank.runtime.layout import Layout
+
+        layout = Layout.load(home)
+    except ImportError:
+        layout = None
+    if layout is not None:
+        cluster, rabbit, haproxy = layout.pg_cluster(), layout.rabbitmq(), layout.haproxy()
+        groups["postgres"] = lambda: [
+            p for n in cluster.nodes if (pid := _value(n.postmaster_pid)) for p in descendants(pid)
+        ]
+        groups["rabbitmq"] = lambda: descendants(pid) if (pid := _value(rabbit.pid)) else []
+        groups["haproxy"] = lambda: [pid] if (pid := _read_pid(haproxy.root / "haproxy.pid")) else []
+    return groups
+
+
+def _value(attribute: object) -> int | None:
+    """A PID whether the runtime exposes it as a property or as a method."""
+    value = attribute() if callable(attribute) else attribute
+    return int(value) if value else None
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -105,13 +151,15 @@ class LocustRun:
 
 
 def run_with_cpu(run: LocustRun, instance_pids: list[int] | None = None, warmup_s: float = 0,
-                 progress: bool = True) -> tuple[int, dict[str, float], float]:
+                 progress: bool = True, home: Path | None = None) -> tuple[int, dict[str, float], float]:
     """Run locust to its end, measuring CPU between the end of warm-up and the end of the load.
 
     Returns (exit code, cores used per group, epoch second at which the measured window started).
     """
     proc = run.start()
     groups = {"locust": lambda: descendants(proc.pid), "instances": lambda: list(instance_pids or [])}
+    if home is not None:
+        groups |= platform_pid_groups(home)
     window = CpuWindow(groups)
     deadline = run.started_at + run.run_time_s
     _sleep_while(proc, min(warmup_s, run.run_time_s), deadline, progress)
@@ -190,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
                            run_time_s=args.duration, processes=args.processes, wait=args.wait,
                            cpus=args.locust_cpus, web_ui=args.web)
     print(f"load: {args.users} users for {args.duration:.0f}s → {results}", flush=True)
-    code, cpu, _ = run_with_cpu(locust_run, transaction_pids(home), progress=sys.stdout.isatty())
+    code, cpu, _ = run_with_cpu(locust_run, transaction_pids(home), progress=sys.stdout.isatty(), home=home)
     summary = summarise(results, locust_run.started_at, locust_run.started_at + args.duration)
     summary["cpu"] = cpu
     ok = code == 0
@@ -206,6 +254,14 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def format_cpu(cpu: dict[str, float]) -> str:
+    """Cores per component, and what the machine used beyond them (other work on the same cores)."""
+    known = sum(v for k, v in cpu.items() if k != "machine")
+    parts = [f"{name} {value:.2f}" for name, value in cpu.items() if name != "machine"]
+    machine = cpu.get("machine", 0.0)
+    return ", ".join(parts) + f"; machine {machine:.2f}, of which not this platform nor locust {machine - known:.2f}"
+
+
 def format_summary(summary: dict, results: Path) -> str:
     cpu = summary.get("cpu") or {}
     return "\n".join([
@@ -215,8 +271,7 @@ def format_summary(summary: dict, results: Path) -> str:
         f"p99 {summary['p99_ms']:.0f} ms",
         f"all requests: {summary['requests']} ({summary['requests_per_s']:.1f}/s), "
         f"{summary['request_failures']} failed",
-        f"CPU (cores): transaction instances {cpu.get('instances', 0):.2f}, locust {cpu.get('locust', 0):.2f}, "
-        f"whole machine {cpu.get('machine', 0):.2f}",
+        "CPU (cores): " + format_cpu(cpu),
         f"reports: {results}/locust.html, {results}/locust_stats.csv, {results}/summary.json",
     ])
 
