@@ -41,14 +41,13 @@ QuoteCurrency = Annotated[str, Depends(_quote)]
 async def client_address(request: Request) -> str:
     """The caller's address as the ingress saw it.
 
-    HAProxy appends the peer it accepted to ``X-Forwarded-For``; the last entry is therefore the one
-    a client cannot forge (entries before it are whatever the client sent).
+    HAProxy (``option forwardfor``) adds an ``X-Forwarded-For`` line with the peer it accepted after
+    whatever the client sent, so the last entry of the last line is the one a client cannot forge.
     """
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded:
-        last = forwarded.split(",")[-1].strip()
-        if last:
-            return last[:64]
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    if last:
+        return last[:64]
     return request.client.host if request.client else "unknown"
 
 

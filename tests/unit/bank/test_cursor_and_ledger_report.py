@@ -71,3 +71,6 @@ async def test_client_address_is_the_entry_haproxy_appended() -> None:
     assert await client_address(_request([(b"x-forwarded-for", b"10.0.0.1")])) == "10.0.0.1"
     # A client-sent first entry is not trusted: HAProxy's own (the last) is.
     assert await client_address(_request([(b"x-forwarded-for", b"1.2.3.4, 10.0.0.1")])) == "10.0.0.1"
+    two_lines = [(b"x-forwarded-for", b"1.2.3.4"), (b"x-forwarded-for", b"10.0.0.2")]
+    assert await client_address(_request(two_lines)) == "10.0.0.2"
+    assert await client_address(_request([(b"x-forwarded-for", b" , ")])) == "172.16.0.9"
