@@ -164,6 +164,15 @@ def seed_efficiencies() -> dict[int, float]:
     return {n: per_s[n] / (n * per_s[1]) for n in per_s}
 
 
+def cpu_ms_per_payment(point: ScalingPoint) -> float:
+    """CPU the transaction instances spent per payment (all their work: HTTP, SQL, events), in ms.
+
+    Nearly independent of how crowded the machine is, unlike payments/s: the figure to compare with
+    the budget of one instance (500 ms of CPU per second → 400 payments/s needs ≤ 1.25 ms each).
+    """
+    return point.instances_cpu * 1000 / point.payments_per_s if point.payments_per_s else math.nan
+
+
 def _fmt(value: float, spec: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         width = spec.split(".")[0]
@@ -177,8 +186,8 @@ def format_table(points: Sequence[ScalingPoint]) -> str:
     seed = seed_per_second()
     header = (
         f"{'inst':>4} {'pay/s':>8} {'eff':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err %':>6} "
-        f"{'inst CPU':>8} {'locust CPU':>10} {'host CPU':>8} {'not ours':>8} {'cb lag p99':>10} {'seed/s':>7} "
-        f"{'x seed':>6}"
+        f"{'inst CPU':>8} {'ms CPU/pay':>10} {'locust CPU':>10} {'host CPU':>8} {'not ours':>8} "
+        f"{'cb lag p99':>10} {'seed/s':>7} {'x seed':>6}"
     )
     lines = [header, "-" * len(header)]
     for p in sorted(points, key=lambda p: p.instances):
@@ -186,7 +195,8 @@ def format_table(points: Sequence[ScalingPoint]) -> str:
         lines.append(
             f"{p.instances:>4} {_fmt(p.payments_per_s, '8.1f')} {_fmt(eff[p.instances], '5.2f')} "
             f"{_fmt(p.p50_ms, '7.0f')} {_fmt(p.p95_ms, '7.0f')} {_fmt(p.p99_ms, '7.0f')} "
-            f"{_fmt(p.error_rate * 100, '6.2f')} {_fmt(p.instances_cpu, '8.2f')} {_fmt(p.locust_cpu, '10.2f')} "
+            f"{_fmt(p.error_rate * 100, '6.2f')} {_fmt(p.instances_cpu, '8.2f')} "
+            f"{_fmt(cpu_ms_per_payment(p), '10.2f')} {_fmt(p.locust_cpu, '10.2f')} "
             f"{_fmt(p.machine_cpu, '8.2f')} {_fmt(p.foreign_cpu, '8.2f')} {_fmt(p.cashback_lag_p99_ms, '10.0f')} "
             f"{_fmt(seed_rate, '7.1f')} {_fmt(p.payments_per_s / seed_rate, '6.1f')}"
         )

@@ -114,3 +114,10 @@ def test_reads_locust_stats_csv(tmp_path: Path) -> None:
     stats = read_locust_stats(csv_file)
     assert stats["POST POST /api/v1/payments"]["99%"] == "80"
     assert stats["Aggregated"]["Requests/s"] == "60.2"
+
+
+def test_cpu_per_payment() -> None:
+    from loadtest.report import cpu_ms_per_payment
+
+    assert cpu_ms_per_payment(ScalingPoint(1, 200.0, 1, 1, 1, 0, instances_cpu=0.5)) == pytest.approx(2.5)
+    assert math.isnan(cpu_ms_per_payment(ScalingPoint(1, 0.0, 1, 1, 1, 0, instances_cpu=0.5)))
