@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -149,6 +150,15 @@ async def local_round(
     )
 
 
+def _admin_headers(folder: Path | None) -> dict[str, str]:
+    """The services' ``/internal/outbox/flush`` wants the admin key (without it: 401, nothing flushed):
+    ``NEWBANK_ADMIN_TOKEN``, else the ``admin-token`` file that ``newbank up`` keeps in the state folder."""
+    token = os.environ.get("NEWBANK_ADMIN_TOKEN", "").strip()
+    if not token and folder is not None and (folder / "admin-token").exists():
+        token = (folder / "admin-token").read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 async def run_local_operator(
     target: ScaleTarget,
     rabbit_management_url: str,
@@ -167,7 +177,7 @@ async def run_local_operator(
         flush_urls = target.all_instance_urls if isinstance(target, ListsAllInstances) else target.instance_urls
     async with (
         ManagementClient(rabbit_management_url, rabbit_user, rabbit_password) as client,
-        httpx.AsyncClient(timeout=3.0) as http,
+        httpx.AsyncClient(timeout=3.0, headers=_admin_headers(folder)) as http,
     ):
         while True:
             policy = load_spec(folder, spec)
