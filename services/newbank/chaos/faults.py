@@ -34,17 +34,23 @@ def _cluster(run: Run) -> PgCluster:
 
 def _accepts_writes(cluster: PgCluster, node: PatroniNode) -> bool:
     """The node's postgres itself says it takes writes (Patroni's REST answer may lag its restart)."""
-    import psycopg2  # the runtime's driver; imported here like in patroni_cluster
-
     try:
-        conn = psycopg2.connect(cluster.superuser_dsn("postgres", node), connect_timeout=2)
-    except psycopg2.Error:
+        return _sql(cluster, node, "SELECT NOT pg_is_in_recovery()") is True
+    except Exception:
         return False
+
+
+def _sql(cluster: PgCluster, node: PatroniNode, query: str) -> object:
+    """One value from ``node`` as the superuser (the runtime's psycopg2)."""
+    import psycopg2
+
+    conn = psycopg2.connect(cluster.superuser_dsn("postgres", node), connect_timeout=2)
     try:
+        conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT NOT pg_is_in_recovery()")
+            cur.execute(query)
             row = cur.fetchone()
-            return bool(row and row[0])
+            return row[0] if row else None
     finally:
         conn.close()
 
@@ -209,6 +215,17 @@ async def cashback_consumer(run: Run) -> None:
         run.findings.append("could not catch the consumer with unacknowledged messages (kill was not mid-batch)")
     await run.wait_for("controller restarted it", lambda: _back(run, victim), 90)
     await run.wait_for("consumers re-attached", lambda: _consumers_back(run), 60)
+    await asyncio.sleep(2)  # the redeliveries arrive first; give them a moment
+    run.facts["redeliveries found in the inbox"] = await asyncio.to_thread(_duplicates_seen, run, victim)
+
+
+def _duplicates_seen(run: Run, victim: Instance) -> int:
+    """The restarted consumer's count of events it found already applied (its /metrics)."""
+    now = next(i for i in _instances(run, victim.service) if i.name == victim.name)
+    with urllib.request.urlopen(f"{now.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("newbank_events_consumed_total{") and 'outcome="duplicate"' in line)
 
 
 def _signal(pid: int | None, name: str) -> None:
@@ -226,13 +243,19 @@ async def replica(run: Run) -> None:
     run.facts.update(node=node.name, killed_pid=[node.patroni_pid, node.postmaster_pid])
     run.fault(f"kill -9 patroni {node.patroni_pid} and postmaster {node.postmaster_pid} of replica {node.name}")
     cluster.kill_node(node)
-    await run.wait_for("primary stopped waiting for it",
-                       lambda: not any(n.is_sync_standby() for n in cluster.nodes), 60, required=False)
+    # Patroni (synchronous_mode_strict off) empties synchronous_standby_names on the primary, so its
+    # commits stop waiting for the lost standby; until then they would hang.
+    await run.wait_for("primary no longer waits for a standby",
+                       lambda: _sql(cluster, primary, "SHOW synchronous_standby_names") == "", 60)
     await asyncio.sleep(max(0.0, 10 - run.since_fault()))
     run.facts["primary unchanged"] = primary.is_primary()
-    run.mark("restarting the replica", node.name)
+    lsn = await asyncio.to_thread(_sql, cluster, primary, "SELECT pg_current_wal_lsn()::text")
+    run.mark("restarting the replica", f"{node.name}; primary at WAL {lsn}")
     await asyncio.to_thread(cluster.start_node, node)
     await _rejoined(run, cluster, node)
+    caught_up = f"SELECT bool_or(replay_lsn >= '{lsn}'::pg_lsn) FROM pg_stat_replication"
+    await run.wait_for("replica caught up (replayed past the restart point)",
+                       lambda: _sql(cluster, primary, caught_up) is True, 60)
 
 
 FAULTS: dict[str, Fault] = {
