@@ -291,3 +291,19 @@ async def test_payment_list_pages_newest_first_and_only_ones_own(bank: Bank) -> 
     )
     for limit in (0, 201, "x"):
         problem(await bank.transactions[0].get("/api/v1/payments", params={"limit": limit}, headers=headers), 422)
+
+
+async def test_payments_and_refunds_crossing_never_fail_or_lose_money(bank: Bank) -> None:
+    """A payment locks customer then settlement, a refund the other way round: crossing ones may
+    deadlock in PostgreSQL, and the service retries them (same key), so callers never see a 5xx."""
+    _, account = await bank.funded_account("EUR", deposit=100_000)
+    merchant = await bank.merchant("EUR")
+    earlier = [(await bank.pay(merchant, account["id"], 100)).json() for _ in range(40)]
+    calls = [bank.refund(merchant, payment["id"], 100, instance=i % 2) for i, payment in enumerate(earlier)]
+    calls += [bank.pay(merchant, account["id"], 100, instance=i % 2) for i in range(40)]
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [201] * 80, [r.text for r in responses if r.status_code != 201]
+    # 40 paid and refunded, 40 more paid: 100_000 - 40 × 100
+    assert await bank.balance(account["id"]) == 96_000
+    me = await bank.accounts.get("/api/v1/merchants/me", headers=bank.auth(merchant["api_key"]))
+    assert me.json()["settlement_balance"] == 4_000
