@@ -94,8 +94,12 @@ def _call(client: httpx.Client, method: str, path: str, *, token: str | None, bo
     return dict(response.json())
 
 
-def create_world(target: Target, merchants: int = 20, customers: int = 8) -> World:
-    """Merchants that onboard themselves and set an offer; customers with one funded account each."""
+def create_world(target: Target, merchants: int = 20, customers: int = 40) -> World:
+    """Merchants that onboard themselves and set an offer; customers with one funded account each.
+
+    Enough customers that crediting cashback is not one hot row: every credit updates its account's
+    cashback balance under a row lock held through the synchronous commit.
+    """
     admin = target.admin_token
     made_merchants: list[Merchant] = []
     made_accounts: list[Account] = []
