@@ -64,9 +64,7 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-UNAUTHORIZED = ProblemError(
-    401, "unauthorized", "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}
-)
+UNAUTHORIZED = ProblemError(401, "unauthorized", "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
 
 
 class KeyResolver(Protocol):
@@ -92,13 +90,22 @@ class IntrospectionClient:
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        response = await self._client.post(
-            "/internal/introspect",
-            json={"token": token},
-            headers={"Authorization": f"Bearer {self._admin_token}"},
-        )
-        response.raise_for_status()
-        answer = response.json()
+        try:
+            response = await self._client.post(
+                "/internal/introspect",
+                json={"token": token},
+                headers={"Authorization": f"Bearer {self._admin_token}"},
+            )
+            response.raise_for_status()
+            answer = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            # The accounts service is down or restarting: the platform's fault, and a retry helps.
+            raise ProblemError(
+                503,
+                "service-unavailable",
+                "keys cannot be checked right now; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from exc
         principal = None
         if answer.get("active"):
             principal = Principal(answer["kind"], UUID(answer["sub"]))
