@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 
 import kopf
 
@@ -12,6 +14,9 @@ from newbank_operator.config import OperatorConfig
 
 
 def main() -> None:
+    # One active replica, the others standing by: a random priority per process unless one is given
+    # (set in the environment so that the start-up handler reads the same value).
+    os.environ.setdefault("NEWBANK_OPERATOR_PEERING_PRIORITY", str(secrets.randbelow(1_000_000) + 1))
     config = OperatorConfig()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(

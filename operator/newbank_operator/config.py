@@ -16,7 +16,10 @@ class OperatorConfig(BaseSettings):
     # The namespace to watch (the chart sets it to the release's namespace: the RBAC is a Role).
     namespace: str = "default"
     peering: str = PEERING_NAME
+    # Replicas need distinct priorities: kopf pauses every peer on a tie. Unset: __main__ draws one.
     peering_priority: int = 0
+    # Seconds a silent peer counts as alive (the standby takes over after this).
+    peering_lifetime_s: int = 60
     # Off only in tests without the peering CRD (kmock).
     peering_enabled: bool = True
     request_timeout_s: float = 10.0
@@ -32,6 +35,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.peering.mandatory = config.peering_enabled
     settings.peering.standalone = not config.peering_enabled
     settings.peering.clusterwide = False
+    settings.peering.lifetime = config.peering_lifetime_s
     settings.posting.level = logging.WARNING  # handler warnings become Events; our Events are explicit
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="newbank.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="newbank.io")

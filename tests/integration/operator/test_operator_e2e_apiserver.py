@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from op_kube_apiserver import KubeApiServer, free_port, unavailable
@@ -60,7 +59,7 @@ def kubectl(server: KubeApiServer, kubeconfig: Path, *args: str, stdin: str | No
     return result.stdout
 
 
-def chart_objects(kube_version: str) -> list[dict[str, Any]] | None:
+def chart_objects(kube_version: str, namespace: str) -> list[dict[str, Any]] | None:
     """The chart rendered for this API server's version, or None without helm."""
     helm = find_helm()
     if helm is None:
@@ -72,7 +71,7 @@ def chart_objects(kube_version: str) -> list[dict[str, Any]] | None:
             "newbank",
             str(REPO / "charts" / "newbank"),
             "--namespace",
-            NS,
+            namespace,
             "--kube-version",
             kube_version,
         ],
@@ -94,12 +93,12 @@ def wait_until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def deployment(name: str, replicas: int) -> dict[str, Any]:
+def deployment(namespace: str, name: str, replicas: int) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": "newbank", "app.kubernetes.io/component": name}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
@@ -111,10 +110,11 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
-def test_operator_scales_and_recovers_on_a_real_api_server(
-    apiserver: KubeApiServer, rabbitmq: RabbitMQ, tmp_path: Path
-) -> None:
-    admin = apiserver.kubeconfig(tmp_path / "admin.kubeconfig")
+def install(apiserver: KubeApiServer, admin: Path, rabbitmq: RabbitMQ, namespace: str) -> str:
+    """CRDs, the namespace, the chart's operator RBAC + KopfPeering, Deployments, the broker Secret.
+
+    Returns a TokenRequest token of the operator's ServiceAccount.
+    """
     kubectl(
         apiserver,
         admin,
@@ -133,10 +133,8 @@ def test_operator_scales_and_recovers_on_a_real_api_server(
         "crd/cashbackplatforms.newbank.io",
         "crd/kopfpeerings.kopf.dev",
     )
-    kubectl(apiserver, admin, "create", "namespace", NS)
-
-    # The operator's RBAC and peering object from the chart (else the static manifests).
-    rendered = chart_objects("1.20.2")
+    kubectl(apiserver, admin, "create", "namespace", namespace)
+    rendered = chart_objects("1.20.2", namespace)
     if rendered is not None:
         rbac = [
             o
@@ -145,66 +143,79 @@ def test_operator_scales_and_recovers_on_a_real_api_server(
             and o["metadata"]["name"] == "newbank-operator"
         ]
         assert len(rbac) == 4
-        kubectl(apiserver, admin, "apply", "-n", NS, "-f", "-", stdin=yaml.safe_dump_all(rbac))
+        kubectl(apiserver, admin, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(rbac))
         # Everything else the chart renders for 1.20 is accepted by a 1.20 server.
         rest = [o for o in rendered if o not in rbac]
-        kubectl(apiserver, admin, "apply", "-n", NS, "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(rest))
+        kubectl(
+            apiserver, admin, "apply", "-n", namespace, "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(rest)
+        )
     else:
         kubectl(
             apiserver,
             admin,
             "apply",
             "-n",
-            NS,
+            namespace,
             "-f",
             str(REPO / "k8s" / "operator-rbac.yaml"),
             "-f",
             str(REPO / "k8s" / "peering.yaml"),
         )
-
     with apiserver.client() as api:
-        for body in (deployment("newbank-transactions", 2), deployment("newbank-cashback", 1)):
-            api.post(f"/apis/apps/v1/namespaces/{NS}/deployments", json=body).raise_for_status()
-        api.post(
-            f"/api/v1/namespaces/{NS}/secrets",
-            json={
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "newbank-rabbitmq-default-user"},
-                "stringData": {"username": rabbitmq.user, "password": rabbitmq.password},
-            },
-        ).raise_for_status()
+        for body in (deployment(namespace, "newbank-transactions", 2), deployment(namespace, "newbank-cashback", 1)):
+            api.post(f"/apis/apps/v1/namespaces/{namespace}/deployments", json=body).raise_for_status()
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "newbank-rabbitmq-default-user"},
+            "stringData": {"username": rabbitmq.user, "password": rabbitmq.password},
+        }
+        api.post(f"/api/v1/namespaces/{namespace}/secrets", json=secret).raise_for_status()
     asyncio.run(_declare(rabbitmq))
+    return apiserver.service_account_token(namespace, "newbank-operator")
 
-    token = apiserver.service_account_token(NS, "newbank-operator")
-    load = LoadMetricsServer().start()
-    # 150 rps per listed instance against 50: x3 -> 6, which is also maxReplicas (the listed URLs
-    # stay two, so the per-replica rate does not fall as the Deployment grows).
-    load.instances, load.load_rps = 2, 300
-    log_path = tmp_path / "operator.log"
-    operator = subprocess.Popen(
+
+def start_operator(
+    apiserver: KubeApiServer, token: str, namespace: str, log_path: Path, **env: str
+) -> subprocess.Popen[bytes]:
+    """The real operator process (``python -m newbank_operator``) as the ServiceAccount."""
+    return subprocess.Popen(
         [sys.executable, "-m", "newbank_operator"],
         env={
             **os.environ,
             "NEWBANK_OPERATOR_API_SERVER": apiserver.url,
             "NEWBANK_OPERATOR_API_TOKEN": token,
             "NEWBANK_OPERATOR_API_INSECURE": "true",
-            "NEWBANK_OPERATOR_NAMESPACE": NS,
+            "NEWBANK_OPERATOR_NAMESPACE": namespace,
             "NEWBANK_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+            **env,
         },
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    try:
-        platform = {
+
+
+def stop_operator(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def platform(namespace: str, metrics_urls: list[str], rabbitmq: RabbitMQ, max_replicas: int) -> str:
+    return json.dumps(
+        {
             "apiVersion": "newbank.io/v1alpha1",
             "kind": "CashbackPlatform",
-            "metadata": {"name": "newbank", "namespace": NS},
+            "metadata": {"name": "newbank", "namespace": namespace},
             "spec": {
-                "transactionService": {"deployment": "newbank-transactions", "metricsUrls": [load.url(0), load.url(1)]},
+                "transactionService": {"deployment": "newbank-transactions", "metricsUrls": metrics_urls},
                 "scaling": {
                     "minReplicas": 2,
-                    "maxReplicas": 6,
+                    "maxReplicas": max_replicas,
                     "syncPeriodSeconds": 1,
                     "targets": {"requestsPerSecondPerReplica": 50, "inFlightPerReplica": 0},
                 },
@@ -213,27 +224,42 @@ def test_operator_scales_and_recovers_on_a_real_api_server(
                 "recovery": {"zeroConsumerGraceSeconds": 3600},
             },
         }
-        kubectl(apiserver, admin, "apply", "-f", "-", stdin=json.dumps(platform))
+    )
 
-        def scale() -> int:
-            with apiserver.client() as api:
-                path = f"/apis/apps/v1/namespaces/{NS}/deployments/newbank-transactions/scale"
-                return int(api.get(path).json()["spec"]["replicas"])
 
+def scale_of(apiserver: KubeApiServer, namespace: str, name: str = "newbank-transactions") -> int:
+    with apiserver.client() as api:
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
+        return int(api.get(path).json()["spec"]["replicas"])
+
+
+def platform_of(apiserver: KubeApiServer, namespace: str) -> dict[str, Any]:
+    with apiserver.client() as api:
+        return api.get(f"/apis/newbank.io/v1alpha1/namespaces/{namespace}/cashbackplatforms/newbank").json()
+
+
+def test_operator_scales_and_recovers_on_a_real_api_server(
+    apiserver: KubeApiServer, rabbitmq: RabbitMQ, tmp_path: Path
+) -> None:
+    admin = apiserver.kubeconfig(tmp_path / "admin.kubeconfig")
+    token = install(apiserver, admin, rabbitmq, NS)
+    load = LoadMetricsServer().start()
+    # 150 rps per listed instance against 50: x3 -> 6, which is also maxReplicas (the listed URLs
+    # stay two, so the per-replica rate does not fall as the Deployment grows).
+    load.instances, load.load_rps = 2, 300
+    log_path = tmp_path / "operator.log"
+    operator = start_operator(apiserver, token, NS, log_path)
+    try:
+        kubectl(apiserver, admin, "apply", "-f", "-", stdin=platform(NS, [load.url(0), load.url(1)], rabbitmq, 6))
         try:
-            wait_until(lambda: scale() == 6, 60, "the operator to scale newbank-transactions to 6")
+            wait_until(lambda: scale_of(apiserver, NS) == 6, 60, "the operator to scale newbank-transactions to 6")
         except AssertionError:
-            with apiserver.client() as api:
-                seen = api.get(f"/apis/newbank.io/v1alpha1/namespaces/{NS}/cashbackplatforms/newbank").json()
-            raise AssertionError(f"{seen.get('status')}\n{log_path.read_text()[-1500:]}") from None
-
-        def status() -> dict[str, Any]:
-            with apiserver.client() as api:
-                return api.get(f"/apis/newbank.io/v1alpha1/namespaces/{NS}/cashbackplatforms/newbank").json()
+            seen = platform_of(apiserver, NS).get("status")
+            raise AssertionError(f"{seen}\n{log_path.read_text()[-1500:]}") from None
 
         current = wait_until(
             lambda: (
-                (s := status().get("status", {})).get("replicas", {}).get("desired") == 6
+                (s := platform_of(apiserver, NS).get("status", {})).get("replicas", {}).get("desired") == 6
                 and s.get("broker") == "Available"
                 and s
             ),
@@ -243,7 +269,7 @@ def test_operator_scales_and_recovers_on_a_real_api_server(
         conditions = {c["type"]: c["status"] for c in current["conditions"]}
         assert conditions["BrokerAvailable"] == "True" and conditions["ScalingActive"] == "True"
         # Server-side defaults of the CRD were applied.
-        assert status()["spec"]["scaling"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+        assert platform_of(apiserver, NS)["spec"]["scaling"]["scaleDown"]["stabilizationWindowSeconds"] == 300
         table = kubectl(apiserver, admin, "get", "cashbackplatforms", "-n", NS)
         assert "REPLICAS" in table and "LAST-ACTION" in table
         print("\n" + table)
@@ -261,19 +287,70 @@ def test_operator_scales_and_recovers_on_a_real_api_server(
             reasons = {e["reason"] for e in api.get(f"/api/v1/namespaces/{NS}/events").json()["items"]}
         assert {"Accepted", "Scaled", "QueueRecovery"} <= reasons
         wait_until(
-            lambda: any("re-declared" in a for a in status()["status"].get("lastRecovery", {}).get("actions", [])),
+            lambda: any(
+                "re-declared" in a
+                for a in platform_of(apiserver, NS)["status"].get("lastRecovery", {}).get("actions", [])
+            ),
             10,
             "lastRecovery in the status",
         )
         log_text = log_path.read_text()
         assert "Forbidden" not in log_text and "403" not in log_text, log_text[-3000:]
     finally:
-        if operator.poll() is None:
-            os.kill(operator.pid, signal.SIGTERM)
-            try:
-                operator.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(operator.pid, signal.SIGKILL)
+        stop_operator(operator)
+        load.stop()
+
+
+def test_two_operator_replicas_never_act_at_once(apiserver: KubeApiServer, rabbitmq: RabbitMQ, tmp_path: Path) -> None:
+    """kopf's peering: the higher priority acts, the other pauses, and takes over when it goes."""
+    namespace = "peering"
+    admin = apiserver.kubeconfig(tmp_path / "admin.kubeconfig")
+    token = install(apiserver, admin, rabbitmq, namespace)
+    load = LoadMetricsServer().start()
+    load.instances, load.load_rps = 2, 300
+    logs = {prio: tmp_path / f"operator-{prio}.log" for prio in ("10", "5")}
+    operators = {
+        prio: start_operator(
+            apiserver,
+            token,
+            namespace,
+            log,
+            NEWBANK_OPERATOR_PEERING_PRIORITY=prio,
+            NEWBANK_OPERATOR_PEERING_LIFETIME_S="6",
+        )
+        for prio, log in logs.items()
+    }
+    try:
+        time.sleep(3)  # both announce themselves before there is anything to do
+        kubectl(
+            apiserver, admin, "apply", "-f", "-", stdin=platform(namespace, [load.url(0), load.url(1)], rabbitmq, 4)
+        )
+        wait_until(lambda: scale_of(apiserver, namespace) == 4, 60, "the active operator to scale to 4")
+        scale_patch = f"PATCH {apiserver.url}/apis/apps/v1/namespaces/{namespace}/deployments/newbank-transactions"
+        # The log line follows the response by a moment.
+        wait_until(lambda: scale_patch in logs["10"].read_text(), 5, "the active operator's PATCH in its log")
+        assert scale_patch not in logs["5"].read_text(), "the standby acted while the active one was alive"
+
+        # The active one goes away; after its peering lifetime the standby resumes and acts.
+        stop_operator(operators["10"])
+        kubectl(
+            apiserver,
+            admin,
+            "patch",
+            "cashbackplatform",
+            "newbank",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"scaling": {"maxReplicas": 5}}}),
+        )
+        wait_until(lambda: scale_of(apiserver, namespace) == 5, 60, "the standby to take over and scale to 5")
+        wait_until(lambda: scale_patch in logs["5"].read_text(), 5, "the standby's PATCH in its log")
+        assert "Resuming operations" in logs["5"].read_text()
+    finally:
+        for process in operators.values():
+            stop_operator(process)
         load.stop()
 
 
@@ -290,5 +367,3 @@ async def _delete_queue(rabbitmq: RabbitMQ) -> None:
 def test_skip_reason_names_the_build_script() -> None:
     reason = unavailable()
     assert reason is None or "build-kube-apiserver.sh" in reason or "etcd" in reason or "openssl" in reason
-    if reason is None:
-        assert httpx  # the binary is there; the end-to-end test above runs
