@@ -84,7 +84,9 @@ class BankServices:
     processes: list[ServiceProcess] = field(default_factory=list)
 
 
-def _env(service: str, instance: str, pg_cluster: PgCluster, rabbitmq: RabbitMQ, accounts_url: str) -> dict[str, str]:
+def service_env(
+    service: str, instance: str, pg_cluster: PgCluster, rabbitmq: RabbitMQ, accounts_url: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWBANK_")}
     env.update(
         NEWBANK_SERVICE=service,
@@ -109,10 +111,10 @@ def bank_services(pg_cluster: PgCluster, rabbitmq: RabbitMQ, runtime_tmp: Path) 
     ]
     started: list[ServiceProcess] = []
     try:
-        accounts.start("newbank.accounts.main:app", _env("accounts", "accounts-0", pg_cluster, rabbitmq, ""))
+        accounts.start("newbank.accounts.main:app", service_env("accounts", "accounts-0", pg_cluster, rabbitmq, ""))
         started.append(accounts)
         for i, instance in enumerate(transactions):
-            env = _env("transactions", f"transactions-{i}", pg_cluster, rabbitmq, accounts.url)
+            env = service_env("transactions", f"transactions-{i}", pg_cluster, rabbitmq, accounts.url)
             instance.start("newbank.transactions.main:app", env)
             started.append(instance)
         yield BankServices(accounts, transactions, pg_cluster.multi_host_dsn("bank"), processes=started)

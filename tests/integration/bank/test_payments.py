@@ -143,7 +143,6 @@ async def test_payment_errors(bank: Bank) -> None:
         413,
         "payload-too-large",
     )
-    problem(await client.post("/api/v1/payments", json=body, headers=bank.auth(merchant["api_key"], "has space")), 400)
     problem(await client.post("/api/v1/payments", json=body, headers=bank.auth(merchant["api_key"], "k" * 256)), 400)
     assert await bank.balance(account["id"]) == 1_000
 
