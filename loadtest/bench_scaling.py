@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merchants", type=int, default=24)
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--check-sample", type=int, default=1000, help="payments checked per point")
+    parser.add_argument("--settle-timeout", type=float, default=180,
+                        help="seconds the checks wait for cashback to catch up (it also empties the backlog "
+                             "before the next point)")
     parser.add_argument("--no-ceilings", action="store_true")
     parser.add_argument("--pgbench-clients", type=int, default=None,
                         help="default: the database connections of the largest point (pool size × instances)")
@@ -75,7 +78,8 @@ def measure_point(args: argparse.Namespace, host: str, home: Path, data_file: Pa
                     cpus=args.locust_cpus)
     _, cpu, start = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty(), home=home)
     summary = summarise(folder, start, start + args.duration)
-    report = asyncio.run(checks.run_checks(host, admin, folder, data, sample=args.check_sample))
+    report = asyncio.run(checks.run_checks(host, admin, folder, data, sample=args.check_sample,
+                                           settle_timeout_s=args.settle_timeout))
     (folder / "checks.json").write_text(json.dumps({"ok": report.ok, "results": [r.__dict__ for r in report.results],
                                                     "cashback_lag_ms": report.cashback_lag_ms}, indent=1))
     lag = report.cashback_lag_ms.get("p99", float("nan"))

@@ -213,6 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--no-checks", action="store_true")
     parser.add_argument("--check-sample", type=int, default=None, help="check only this many payments")
+    parser.add_argument("--settle-timeout", type=float, default=120, help="seconds to wait for cashback to settle")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     summary["cpu"] = cpu
     ok = code == 0
     if not args.no_checks:
-        report = asyncio.run(checks.run_checks(args.host, admin, results, data, sample=args.check_sample))
+        report = asyncio.run(checks.run_checks(args.host, admin, results, data, sample=args.check_sample,
+                                               settle_timeout_s=args.settle_timeout))
         summary["checks"] = {"ok": report.ok, "results": [r.__dict__ for r in report.results],
                              "cashback_lag_ms": report.cashback_lag_ms}
         ok = ok and report.ok
