@@ -13,6 +13,7 @@ import kmock
 import kopf
 import pytest
 from op_load_metrics import LoadMetricsServer
+from op_tools import purge_topology
 
 from newbank_operator import handlers  # noqa: F401 - registers the handlers with kopf
 
@@ -170,3 +171,45 @@ async def test_daemon_scales_down_to_min_under_low_load(operator_on: Any, load_m
     assert await eventually(lambda: replicas(emulator, "newbank-transactions") == 2, timeout_s=30)
     conditions = {c["type"]: c for c in platform_status(emulator)["conditions"]}
     assert conditions["ScalingActive"]["status"] == "True"
+
+
+@pytest.mark.integration
+async def test_stalled_queue_gets_a_rollout_restart_of_its_consumers(
+    operator_on: Any, load_metrics: LoadMetricsServer, rabbitmq: Any
+) -> None:
+    """A backlog with zero consumers past the grace period: the consumer Deployment is restarted."""
+    from newbank.messaging.topology import CASHBACK_PAYMENTS, TOPOLOGY
+    from newbank_operator.rabbitmq import ManagementClient, declare_topology
+
+    emulator = operator_on
+    secret = {"username": rabbitmq.user, "password": rabbitmq.password}
+    emulator.objects["v1/secrets", NS, "newbank-rabbitmq-default-user"]["data"] = {
+        k: base64.b64encode(v.encode()).decode() for k, v in secret.items()
+    }
+    async with ManagementClient(rabbitmq.management_url, rabbitmq.user, rabbitmq.password) as client:
+        await declare_topology(client)
+        payload = base64.b64encode(b'{"id": "stalled"}').decode()
+        props = {"delivery_mode": 2, "type": "payment.completed", "headers": {}}
+        assert await client.publish(TOPOLOGY.exchange, "payment.completed", payload, props)
+
+    body = platform([load_metrics.url(0)])
+    body["spec"]["rabbitmq"] = {"managementUrl": rabbitmq.management_url}
+    body["spec"]["recovery"] = {"zeroConsumerGraceSeconds": 5}
+    body["spec"]["queues"] = [{"name": CASHBACK_PAYMENTS.name}]
+    await create(emulator, body)
+
+    def restarted_at() -> str | None:
+        template = emulator.objects["apps/v1/deployments", NS, "newbank-cashback"].raw["spec"].get("template", {})
+        return (template.get("metadata", {}).get("annotations") or {}).get("kubectl.kubernetes.io/restartedAt")
+
+    try:
+        assert await eventually(lambda: restarted_at() is not None, timeout_s=40), platform_status(emulator)
+    finally:
+        await purge_topology(rabbitmq.management_url, rabbitmq.user, rabbitmq.password)
+    assert await eventually(lambda: "QueueRecovery" in event_reasons(emulator))
+    assert await eventually(
+        lambda: any(
+            "restarted cashback consumers" in a
+            for a in platform_status(emulator).get("lastRecovery", {}).get("actions", [])
+        )
+    )

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from op_load_metrics import LoadMetricsServer
+from op_tools import purge_topology
 
 from newbank.messaging.topology import CASHBACK_PAYMENTS, TOPOLOGY
 from newbank.runtime import RabbitMQ
@@ -82,6 +83,7 @@ async def loop_running(rabbitmq: RabbitMQ, load: LoadMetricsServer, tmp_path: Pa
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await purge_topology(rabbitmq.management_url, rabbitmq.user, rabbitmq.password)
 
 
 async def until(check: Callable[[], Any], timeout_s: float) -> bool:

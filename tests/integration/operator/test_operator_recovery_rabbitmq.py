@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from op_tools import purge_topology
 
 from newbank.messaging.topology import CASHBACK_PAYMENTS, TOPOLOGY
 from newbank.runtime import RabbitMQ as RabbitMQNode
@@ -34,6 +35,7 @@ async def client(operator_rabbitmq: RabbitMQNode) -> AsyncIterator[ManagementCli
         for name in TOPOLOGY.all_queue_names():
             await management._request("DELETE", f"/queues/%2F/{name}/contents")
         yield management
+    await purge_topology(operator_rabbitmq.management_url, operator_rabbitmq.user, operator_rabbitmq.password)
 
 
 async def wait_for(predicate, timeout_s: float = 15.0, interval_s: float = 0.3):  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from newbank_operator.metrics import MetricsWindow, histogram_quantile, parse_sample
 
 PAYMENTS = 'service="transactions",route="/api/v1/payments"'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from newbank_operator.scaling import (
     Behavior,
     MetricReading,
