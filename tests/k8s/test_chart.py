@@ -242,3 +242,13 @@ def test_crd_defaults_match_the_operators_defaults() -> None:
 def test_crd_rejects_out_of_bounds_specs(bad_spec: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"spec": bad_spec}, crd_schema())
+
+
+def test_dockerfile_builds_one_non_root_image_from_python_3_11_slim() -> None:
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    assert all(line.split()[1].startswith("python:3.11-slim") for line in lines if line.startswith("FROM"))
+    assert "USER 10001:10001" in lines
+    assert any(line.startswith("RUN pip install") and line.endswith(" .") for line in lines)
+    # The chart's pods run as that user.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["podSecurityContext"]["runAsUser"] == 10001
