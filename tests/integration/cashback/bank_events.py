@@ -155,3 +155,15 @@ async def cashback_events(env: Env, payment_id: str) -> list[dict[str, Any]]:
         payment_id,
     )
     return [{"type": r["event_type"], **orjson.loads(r["envelope"])["data"]} for r in rows]
+
+
+async def wait_processed(env: Env, *event_ids: uuid.UUID, timeout_s: float = 10) -> None:
+    """Until the cashback consumers recorded these events in their inbox (applied or found to change nothing)."""
+
+    async def recorded() -> bool:
+        count = await env.pool.fetchval(
+            "SELECT count(DISTINCT event_id) FROM inbox_event WHERE event_id = ANY($1::uuid[])", list(event_ids)
+        )
+        return count == len(set(event_ids))
+
+    await eventually(recorded, timeout_s)

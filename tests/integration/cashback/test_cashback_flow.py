@@ -19,6 +19,7 @@ from bank_events import (
     register_merchant,
     set_offer,
     wait_balance,
+    wait_processed,
 )
 from cashback_harness import ADMIN, Env, auth, eventually
 
@@ -52,8 +53,7 @@ async def test_payment_credited_once_with_the_rule(
     ]
     # The same event again, and the same payment under another event id: nothing more.
     await env.bus.publish("payment.completed", payment, event_id=event_id)
-    await env.bus.publish("payment.completed", payment)
-    await asyncio.sleep(0.5)
+    await wait_processed(env, await env.bus.publish("payment.completed", payment))
     assert (await cashback_account(cashback, customer))["balance"] == 308
     events = await cashback_events(env, payment["payment_id"])
     assert [(e["type"], e["status"], e["amount"], e["entry_version"]) for e in events] == [
@@ -120,7 +120,8 @@ async def test_partial_then_full_refund(env: Env, partners: httpx.AsyncClient, c
     await env.bus.publish("payment.refunded", first)
     body = await wait_balance(cashback, customer, 333 - 166)
     assert [(e["amount"], e["status"]) for e in body["entries"]] == [(167, "credited")]
-    await env.bus.publish("payment.refunded", first)  # replayed under a new event id: no change
+    await wait_processed(env, await env.bus.publish("payment.refunded", first))  # replayed, new id: no change
+    assert (await cashback_account(cashback, customer))["balance"] == 333 - 166
     second = payment_refunded(payment, 5_000, 10_000)
     await env.bus.publish("payment.refunded", second)
     body = await wait_balance(cashback, customer, 0)
@@ -143,9 +144,11 @@ async def test_refund_overtaking_its_payment(
     second = payment_refunded(payment, 2_000, 6_000)  # the later refund, first to arrive
     await env.bus.publish("payment.refunded", second)
     await wait_balance(cashback, customer, 400 - 300)
-    await env.bus.publish("payment.refunded", payment_refunded(payment, 4_000, 4_000))
-    await env.bus.publish("payment.completed", payment)
-    await asyncio.sleep(0.5)
+    await wait_processed(
+        env,
+        await env.bus.publish("payment.refunded", payment_refunded(payment, 4_000, 4_000)),
+        await env.bus.publish("payment.completed", payment),
+    )
     assert (await cashback_account(cashback, customer))["balance"] == 100
     row = await entry_row(env, payment["payment_id"])
     assert row is not None and (row["earned"], row["reversed_amount"], row["refunded_amount"]) == (400, 300, 6_000)
