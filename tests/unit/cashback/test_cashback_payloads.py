@@ -102,3 +102,25 @@ def test_redemption_amount_is_a_strict_positive_integer(amount: object) -> None:
 def test_offer_body_rejected(body: dict) -> None:
     with pytest.raises(ValidationError):
         OfferIn.model_validate(body)
+
+
+def test_event_data_is_what_the_transaction_service_applies() -> None:
+    """cashback.* data: the payment's net cashback now, the original, what was reversed, a version."""
+    from newbank.cashback.crediting import Entry
+    from newbank.cashback.rule import EntryState
+
+    ids = [uuid.uuid4() for _ in range(3)]
+    partial = Entry(*ids, "EUR", EntryState(10_000, 333).after_refund(5_000), 2)
+    assert partial.event_data() == {
+        "payment_id": str(ids[0]),
+        "account_id": str(ids[1]),
+        "merchant_id": str(ids[2]),
+        "status": "credited",  # a partial reversal stays credited, with the reduced amount
+        "amount": 167,
+        "earned": 333,
+        "reversed_amount": 166,
+        "currency": "EUR",
+        "entry_version": 2,
+    }
+    full = Entry(*ids, "EUR", EntryState(10_000, 333).after_refund(10_000), 3).event_data()
+    assert (full["status"], full["amount"], full["reversed_amount"]) == ("reversed", 0, 333)
