@@ -56,3 +56,11 @@ SELECT m.id, m.name, m.country, m.currency, m.website, m.category, m.created_at,
 ADD_EVENT = "SELECT outbox_add($1, $2, $3)"
 
 CREDIT_REDEMPTION = "SELECT credit_redemption($1, $2, $3, $4)"
+
+# Stored answers older than the retention ($1 hours), oldest first, at most $2 of them.
+PRUNE_IDEMPOTENCY_KEYS = """
+DELETE FROM idempotency_key WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM idempotency_key
+     WHERE created_at < now() - make_interval(hours => $1::int) AND status_code IS NOT NULL
+     ORDER BY created_at LIMIT $2))
+"""

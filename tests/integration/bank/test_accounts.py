@@ -240,3 +240,26 @@ async def test_introspection_is_internal_and_admin_only(bank: Bank) -> None:
     assert answer == {"active": False}
     spec = (await bank.accounts.get("/openapi.json")).json()
     assert not any(path.startswith("/internal") for path in spec["paths"])
+
+
+async def test_stored_answers_are_kept_24_hours_then_pruned(bank: Bank) -> None:
+    import asyncpg
+
+    from newbank.accounts.queries import PRUNE_IDEMPOTENCY_KEYS
+
+    scope = f"test:{uuid.uuid4()}"
+    conn = await asyncpg.connect(bank.services.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO idempotency_key (scope, key, request_hash, status_code, response, created_at) VALUES"
+            " ($1, 'old', 'h', 201, '{}', now() - interval '49 hours'),"
+            " ($1, 'day', 'h', 201, '{}', now() - interval '23 hours'),"
+            " ($1, 'new', 'h', 201, '{}', now())",
+            scope,
+        )
+        await conn.execute(PRUNE_IDEMPOTENCY_KEYS, 48, 5_000)
+        kept = await conn.fetch("SELECT key FROM idempotency_key WHERE scope = $1 ORDER BY key", scope)
+        assert [row["key"] for row in kept] == ["day", "new"]
+    finally:
+        await conn.execute("DELETE FROM idempotency_key WHERE scope = $1", scope)
+        await conn.close()
