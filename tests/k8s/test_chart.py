@@ -10,7 +10,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import CHART, REPO
+
+REPO = Path(__file__).parents[2]
+CHART = REPO / "charts" / "newbank"
 
 pytestmark = [pytest.mark.k8s]
 
