@@ -111,7 +111,8 @@ class MerchantUser(FastHttpUser):
                 response.failure(f"HTTP {status}: {(response.text or '')[:200]}")
                 if not _retryable(status, response.content):
                     return status, None, attempt
-            time.sleep(RETRY_PAUSE_S * attempt)
+            # Exponential back-off with jitter: retries of many merchants must not arrive as one wave.
+            time.sleep(RETRY_PAUSE_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
         return status, payload, MAX_ATTEMPTS
 
     @task(20)
