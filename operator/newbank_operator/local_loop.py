@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
-from newbank.messaging.topology import TOPOLOGY
 
+from newbank.messaging.topology import TOPOLOGY
 from newbank_operator.control import ControlState, transaction_readings
 from newbank_operator.metrics import scrape
 from newbank_operator.rabbitmq import ManagementClient

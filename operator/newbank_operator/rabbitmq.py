@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
 from newbank.messaging.topology import TOPOLOGY, Topology
 
 Binding = tuple[str, str, str]  # (exchange, queue, routing key)

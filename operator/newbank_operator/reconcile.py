@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from newbank.messaging.topology import TOPOLOGY
 
+from newbank.messaging.topology import TOPOLOGY
 from newbank_operator.constants import (
     REASON_BROKER_DOWN,
     REASON_BROKER_UP,
@@ -89,9 +89,14 @@ async def _recover(
 
         async def flush() -> str:
             urls: list[str] = []
+            missing: list[str] = []
             for deployment in spec.deployments.values():
-                urls += await kube.ready_pod_urls(namespace, deployment, spec.service_port)
-            return await post_flush(http, urls)
+                try:
+                    urls += await kube.ready_pod_urls(namespace, deployment, spec.service_port)
+                except KubeError:  # a service not deployed here has no outbox to flush
+                    missing.append(deployment)
+            done = await post_flush(http, urls)
+            return done + (f" (not found: {', '.join(missing)})" if missing else "")
 
         async def restart(service: str) -> str:
             deployment = spec.consumer_deployment(service)

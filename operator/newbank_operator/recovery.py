@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from newbank.messaging.topology import TOPOLOGY, QueueSpec, Topology
-
 from newbank_operator.rabbitmq import BrokerObservation, ManagementClient, declare_topology, missing_topology
 
 log = logging.getLogger("newbank_operator.recovery")

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from newbank.messaging.topology import TOPOLOGY
-
 from newbank_operator.constants import BROKER_AVAILABLE, QUEUES_HEALTHY, SCALING_ACTIVE
 from newbank_operator.metrics import ObservedMetrics
 from newbank_operator.rabbitmq import BrokerObservation, missing_topology

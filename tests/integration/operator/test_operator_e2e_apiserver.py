@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def apiserver() -> Iterator[KubeApiServer]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(server.base, ignore_errors=True)
 
 
 def kubectl(server: KubeApiServer, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
@@ -296,6 +298,7 @@ def test_operator_scales_and_recovers_on_a_real_api_server(
         )
         log_text = log_path.read_text()
         assert "Forbidden" not in log_text and "403" not in log_text, log_text[-3000:]
+        assert "failed" not in log_text.replace("0 failed", ""), log_text[-3000:]
     finally:
         stop_operator(operator)
         load.stop()
