@@ -35,11 +35,12 @@ log = logging.getLogger("newbank_operator.local")
 SPEC_FILE = "operator.json"
 STATUS_FILE = "operator-status.json"
 
-# One machine: start at one instance, react faster than a cluster would.
+# One machine (2 cores, 500m per transaction instance): the runtime's default of 2 instances as the
+# floor, 6 as the ceiling, and a faster reaction than a cluster's. <state_dir>/operator.json overrides.
 LOCAL_DEFAULT_SPEC: dict[str, Any] = {
     "scaling": {
-        "minReplicas": 1,
-        "maxReplicas": 4,
+        "minReplicas": 2,
+        "maxReplicas": 6,
         "syncPeriodSeconds": 5,
         "scaleDown": {"stabilizationWindowSeconds": 60},
     },

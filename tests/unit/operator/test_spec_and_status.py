@@ -109,3 +109,18 @@ def test_status_names_missing_queues_and_stalled_consumers() -> None:
     assert TOPOLOGY.queues[1].name in healthy["message"] and "backlog without consumers" in healthy["message"]
     scaling = next(c for c in status["conditions"] if c["type"] == "ScalingActive")
     assert scaling["status"] == "False" and scaling["reason"] == "Disabled"
+
+
+def test_local_loop_policy_from_file_or_defaults(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from newbank_operator.local_loop import SPEC_FILE, load_spec
+
+    defaults = load_spec(tmp_path)
+    assert (defaults.scaling.min_replicas, defaults.scaling.max_replicas) == (2, 6)
+    assert len(defaults.queues) == len(TOPOLOGY.queues)
+    (tmp_path / SPEC_FILE).write_text(json.dumps({"scaling": {"maxReplicas": 3, "syncPeriodSeconds": 2}}))
+    custom = load_spec(tmp_path)
+    assert custom.scaling.max_replicas == 3 and custom.sync_period_s == 2
+    (tmp_path / SPEC_FILE).write_text("{not json")
+    assert load_spec(tmp_path) == defaults
