@@ -36,6 +36,13 @@ def _currency(code: str) -> str:
     return code
 
 
+def _no_nul(text: str) -> str:
+    # PostgreSQL text and jsonb cannot hold U+0000: refused here as a 422, not failed there as a 500.
+    if "\x00" in text:
+        raise ValueError("must not contain U+0000")
+    return text
+
+
 def _country(code: str) -> str:
     if code not in known_countries():
         raise ValueError("not an ISO 3166-1 alpha-2 country code (upper case, e.g. DE)")
@@ -45,7 +52,12 @@ def _country(code: str) -> str:
 Amount = Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT, description="minor units of the currency")]
 CurrencyCode = Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"]), AfterValidator(_currency)]
 CountryCode = Annotated[StrictStr, Field(pattern=r"^[A-Z]{2}$", examples=["DE"]), AfterValidator(_country)]
-Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+
+
+def Text(max_length: int, min_length: int = 0):
+    """A free-text field the database can store."""
+    return Annotated[StrictStr, Field(min_length=min_length, max_length=max_length), AfterValidator(_no_nul)]
 
 
 class Problem(BaseModel):

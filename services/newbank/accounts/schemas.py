@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from newbank.accounts.fields import Amount, CountryCode, CurrencyCode, Name
+from newbank.accounts.fields import Amount, CountryCode, CurrencyCode, Name, Text
 from newbank.money import parse_rate
 
 
@@ -22,7 +22,7 @@ class _Request(BaseModel):
 class CustomerCreate(_Request):
     name: Name
     country: CountryCode
-    email: Annotated[StrictStr, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    email: Annotated[Text(320, 3), Field(pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
 
 
 class CustomerCreated(BaseModel):
@@ -86,8 +86,8 @@ class MerchantCreate(_Request):
     name: Name
     country: CountryCode
     currency: CurrencyCode
-    website: Annotated[StrictStr, Field(max_length=2048)] | None = None
-    category: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
+    website: Text(2048) | None = None
+    category: Text(100, 1) | None = None
 
 
 class MerchantCreated(BaseModel):

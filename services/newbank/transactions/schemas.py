@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
-from newbank.accounts.fields import Amount, CurrencyCode
+from newbank.accounts.fields import Amount, CurrencyCode, Text
 
 
 class PaymentCreate(BaseModel):
@@ -17,7 +17,7 @@ class PaymentCreate(BaseModel):
     account_id: UUID
     amount: Amount
     currency: CurrencyCode
-    reference: Annotated[StrictStr, Field(max_length=200)] | None = None
+    reference: Text(200) | None = None
 
 
 class RefundCreate(BaseModel):

@@ -33,6 +33,12 @@ async def _call_with_retry(pool: asyncpg.Pool, sql: str, *args: Any) -> Outcome:
             if attempt == _ATTEMPTS - 1:
                 raise
             await asyncio.sleep(0.005 * (attempt + 1))
+        except asyncpg.NumericValueOutOfRangeError as exc:
+            # A huge amount at a huge rate converts past what any account can hold (bigint); the
+            # statement rolled back whole, the key's claim with it, so nothing is left behind.
+            raise ProblemError(
+                422, "amount-too-large", "the amount converts to more than an account can hold"
+            ) from exc
     raise AssertionError("unreachable")
 
 

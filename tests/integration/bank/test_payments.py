@@ -306,3 +306,21 @@ async def test_payments_and_refunds_crossing_never_fail_or_lose_money(bank: Bank
     assert await bank.balance(account["id"]) == 96_000
     me = await bank.accounts.get("/api/v1/merchants/me", headers=bank.auth(merchant["api_key"]))
     assert me.json()["settlement_balance"] == 4_000
+
+
+async def test_text_the_database_cannot_store_and_amounts_that_overflow_are_4xx(bank: Bank) -> None:
+    _, account = await bank.funded_account("JPY", deposit=1_000)
+    merchant = await bank.merchant("BHD")
+    problem(await bank.pay(merchant, account["id"], 10, reference="nul\x00byte"), 422, "validation-error")
+    await bank.set_rate("BHD", "JPY", "1000000000")
+    # 10^12 fils × 10^9 yen per dinar ÷ 1000 = 10^18 yen: fits a bigint, far beyond the balance.
+    problem(await bank.pay(merchant, account["id"], 1_000_000_000_000), 402, "insufficient-funds")
+    customer = await bank.customer()
+    clf = await bank.account(customer["id"], "CLF", deposit=5)
+    await bank.set_rate("BHD", "CLF", "1000000000")
+    # 10^12 fils × 10^9 × 10 (CLF has 4 decimals, BHD 3) = 10^22 ten-thousandths: past any bigint.
+    problem(await bank.pay(merchant, clf["id"], 1_000_000_000_000), 422, "amount-too-large")
+    assert await bank.balance(account["id"]) == 1_000 and await bank.balance(clf["id"]) == 5
+    problem(
+        await bank.accounts.post("/api/v1/customers", json={"name": "a\x00b", "country": "DE"}, headers=bank.admin), 422
+    )
