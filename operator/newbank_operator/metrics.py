@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -133,7 +133,9 @@ async def scrape(
         try:
             response = await client.get(url.rstrip("/") + path)
             response.raise_for_status()
-            return parse_sample(response.text, now)
+            sample = parse_sample(response.text, now)
+            # The services' middleware counts the scrape itself as in flight while rendering the page.
+            return replace(sample, in_flight=max(0.0, sample.in_flight - 1))
         except (httpx.HTTPError, ValueError):
             return None
 
