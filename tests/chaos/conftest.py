@@ -8,6 +8,7 @@ still alive is killed by PID — also when a test failed or the session was inte
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from newbank.chaos.world import Target, World, load_or_create_world
 from newbank.runtime import cgroups, procs
 from newbank.runtime.layout import PORT_OFFSETS, Layout
 from newbank.runtime.platform import running_pids
+from newbank_operator.local_loop import LOCAL_DEFAULT_SPEC
 
 
 def _free_port_block() -> int:
@@ -51,6 +53,11 @@ class ChaosPlatform:
         }
         self.env.pop("NEWBANK_ADMIN_TOKEN", None)
         self.stopped = False
+        # The operator's local loop runs (its queue recovery is part of scenario 2), but with the
+        # transaction service pinned at the default 2 instances: these scenarios measure failover,
+        # and "the controller brings the count back" (3) needs a count that autoscaling leaves alone.
+        spec = {**LOCAL_DEFAULT_SPEC, "scaling": {**LOCAL_DEFAULT_SPEC["scaling"], "minReplicas": 2, "maxReplicas": 2}}
+        (self.home / "operator.json").write_text(json.dumps(spec))
 
     def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "newbank.cli", *args], env=self.env, capture_output=True,
