@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,37 @@ def scale_transactions(instances: int, timeout_s: float = 180) -> None:
                           capture_output=True, text=True, timeout=timeout_s + 30)
     if done.returncode != 0:
         raise RuntimeError(f"newbank scale transactions {instances} failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+
+
+@contextlib.contextmanager
+def autoscaling_held(home: Path) -> Iterator[None]:
+    """Each point needs a fixed instance count: the operator's local loop (``newbank up`` runs it) would
+    otherwise scale under the load. Its policy file is re-read every round, so scaling is switched off
+    there for the benchmark, recovery left on, and the file put back afterwards."""
+    spec_file = home / "operator.json"
+    before = spec_file.read_text() if spec_file.exists() else None
+    try:
+        spec = json.loads(before) if before else _local_default_spec()
+    except ValueError:
+        spec = _local_default_spec()
+    spec.setdefault("scaling", {})["enabled"] = False
+    spec_file.write_text(json.dumps(spec, indent=1))
+    time.sleep(1)
+    try:
+        yield
+    finally:
+        if before is None:
+            spec_file.unlink(missing_ok=True)
+        else:
+            spec_file.write_text(before)
+
+
+def _local_default_spec() -> dict[str, Any]:
+    try:
+        from newbank_operator.local_loop import LOCAL_DEFAULT_SPEC
+    except ImportError:
+        return {"scaling": {}}
+    return json.loads(json.dumps(LOCAL_DEFAULT_SPEC))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,12 +153,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"scaling benchmark: {counts} instances, {args.users} users, {args.warmup:.0f}s warm-up + "
           f"{args.duration:.0f}s measured per point, think time {args.wait} s → {results}", flush=True)
     points: list[ScalingPoint] = []
-    try:
-        for n in counts:
-            points.append(measure_point(args, host, home, data_file, data, admin, n, results / f"point-{n}"))
-    finally:
-        if not args.keep_scale and before:
-            scale_transactions(before)
+    with autoscaling_held(home):
+        try:
+            for n in counts:
+                points.append(measure_point(args, host, home, data_file, data, admin, n, results / f"point-{n}"))
+        finally:
+            if not args.keep_scale and before:
+                scale_transactions(before)
 
     db_tps = framework_rps = None
     ceiling_notes: dict[str, Any] = {}

@@ -239,9 +239,12 @@ def run(args: argparse.Namespace) -> int:
                            run_time_s=args.duration, processes=args.processes, wait=args.wait,
                            cpus=args.locust_cpus, web_ui=args.web)
     print(f"load: {args.users} users for {args.duration:.0f}s → {results}", flush=True)
-    code, cpu, _ = run_with_cpu(locust_run, transaction_pids(home), progress=sys.stdout.isatty(), home=home)
+    instances_before = transaction_pids(home)
+    code, cpu, _ = run_with_cpu(locust_run, instances_before, progress=sys.stdout.isatty(), home=home)
     summary = summarise(results, locust_run.started_at, locust_run.started_at + args.duration)
+    # The operator's loop may scale the transaction service under the load: say so.
     summary["cpu"] = cpu
+    summary["transaction_instances"] = {"start": len(instances_before), "end": len(transaction_pids(home))}
     ok = code == 0
     if not args.no_checks:
         report = asyncio.run(checks.run_checks(args.host, admin, results, data, sample=args.check_sample,
@@ -274,6 +277,7 @@ def format_summary(summary: dict, results: Path) -> str:
         f"all requests: {summary['requests']} ({summary['requests_per_s']:.1f}/s), "
         f"{summary['request_failures']} failed",
         "CPU (cores): " + format_cpu(cpu),
+        "transaction instances: {start} at the start, {end} at the end".format(**summary["transaction_instances"]),
         f"reports: {results}/locust.html, {results}/locust_stats.csv, {results}/summary.json",
     ])
 

@@ -77,3 +77,20 @@ def test_profile_categories_share_of_samples() -> None:
     shares = dict(categories(collapsed))
     assert shares["payment SQL call (make_payment, pool.fetchval)"] == 75.0
     assert shares["asyncpg pool reset on release (an extra round trip per request)"] == 25.0
+
+
+def test_autoscaling_is_held_during_the_benchmark_and_restored(tmp_path: Path) -> None:
+    import json
+
+    from loadtest.bench_scaling import autoscaling_held
+
+    with autoscaling_held(tmp_path):
+        held = json.loads((tmp_path / "operator.json").read_text())
+        assert held["scaling"]["enabled"] is False
+    assert not (tmp_path / "operator.json").exists()
+
+    (tmp_path / "operator.json").write_text('{"scaling": {"minReplicas": 3}}')
+    with autoscaling_held(tmp_path):
+        held = json.loads((tmp_path / "operator.json").read_text())
+        assert held["scaling"] == {"minReplicas": 3, "enabled": False}
+    assert json.loads((tmp_path / "operator.json").read_text()) == {"scaling": {"minReplicas": 3}}
