@@ -158,8 +158,8 @@ def run_with_cpu(run: LocustRun, instance_pids: list[int] | None = None, warmup_
     """
     proc = run.start()
     groups = {"locust": lambda: descendants(proc.pid), "instances": lambda: list(instance_pids or [])}
-    if home is not None:
-        groups |= platform_pid_groups(home)
+    if home is not None:  # instances started meanwhile (the operator scaling up) count too
+        groups |= platform_pid_groups(home) | {"instances": lambda: transaction_pids(home)}
     window = CpuWindow(groups)
     deadline = run.started_at + run.run_time_s
     _sleep_while(proc, min(warmup_s, run.run_time_s), deadline, progress)
