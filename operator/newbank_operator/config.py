@@ -26,6 +26,12 @@ class OperatorConfig(BaseSettings):
     # kopf's liveness probe endpoint (the Deployment's livenessProbe); empty switches it off.
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     log_level: str = "INFO"
+    # An explicit API server (tests, running outside the cluster); empty: ServiceAccount, else kubeconfig.
+    api_server: str = ""
+    api_token: str = ""
+    api_token_file: str = ""
+    api_insecure: bool = False
+    api_ca: str = ""
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:

@@ -5,11 +5,12 @@ The connection is kept so the operator's own calls (scale, status, pods) use the
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 from typing import Any
 
 import kopf
 
+from newbank_operator.config import OperatorConfig
 from newbank_operator.kube import KubeConnection
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -25,24 +26,25 @@ def current_connection() -> KubeConnection:
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
     global _connection
-    server = os.environ.get("NEWBANK_OPERATOR_API_SERVER")
-    if server:
-        token_file = os.environ.get("NEWBANK_OPERATOR_API_TOKEN_FILE")
-        token = open(token_file).read().strip() if token_file else os.environ.get("NEWBANK_OPERATOR_API_TOKEN")
-        insecure = os.environ.get("NEWBANK_OPERATOR_API_INSECURE", "false").lower() == "true"
-        info = kopf.ConnectionInfo(
-            server=server,
-            token=token or None,
-            insecure=insecure,
-            ca_path=os.environ.get("NEWBANK_OPERATOR_API_CA") or None,
-        )
+    config = OperatorConfig()
+    if config.api_server:
+        token_file = config.api_token_file or None
+        token = Path(token_file).read_text().strip() if token_file else config.api_token
         _connection = KubeConnection(
-            server, token=token or None, token_path=token_file, insecure=insecure, ca_path=info.ca_path
-        )  # type: ignore[arg-type]
-        return info
+            config.api_server,
+            token=token or None,
+            token_path=token_file,
+            insecure=config.api_insecure,
+            ca_path=config.api_ca or None,
+        )
+        return kopf.ConnectionInfo(
+            server=config.api_server, token=token or None, insecure=config.api_insecure, ca_path=config.api_ca or None
+        )
     info = kopf.login_with_service_account(settings=settings, **kwargs)
     if info is not None:
-        _connection = KubeConnection(info.server, token_path=SERVICE_ACCOUNT_TOKEN, ca_path=info.ca_path)  # type: ignore[arg-type]
+        _connection = KubeConnection(
+            info.server, token_path=SERVICE_ACCOUNT_TOKEN, ca_path=str(info.ca_path) if info.ca_path else None
+        )
         return info
     info = kopf.login_with_kubeconfig(settings=settings, **kwargs)
     if info is not None:
