@@ -254,3 +254,24 @@ def test_dockerfile_builds_one_non_root_image_from_python_3_11_slim() -> None:
     # The chart's pods run as that user.
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == 10001
+
+
+def test_kustomize_builds_the_operator_base() -> None:
+    import shutil
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not found (it has kustomize built in)")
+    out = subprocess.run([kubectl, "kustomize", str(REPO / "k8s")], check=True, capture_output=True, text=True)
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(out.stdout) if d)
+    assert kinds == sorted(
+        [
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "Deployment",
+            "KopfPeering",
+        ]
+    )
