@@ -167,3 +167,34 @@ async def test_recovers_topology_and_dead_letters_after_an_outage(
         assert await until(lambda: "cashback" in target.restarts, 30)
     finally:
         await client.aclose()
+
+
+async def test_drives_the_runtimes_own_scale_target(
+    rabbitmq: RabbitMQ, load: LoadMetricsServer, tmp_path: Path
+) -> None:
+    """The contract with ``newbank up``: the runtime's LocalScaleTarget and its desired.json."""
+    from types import SimpleNamespace
+
+    from newbank.runtime.layout import Layout
+    from newbank.runtime.scale_target import LocalScaleTarget, read_desired
+    from newbank_operator.local_loop import ListsAllInstances, RestartsConsumers
+
+    layout = Layout(home=tmp_path, ingress_port=0, ports={})
+
+    def instances() -> list[SimpleNamespace]:  # the controller, converged at once
+        count = read_desired(layout)["transactions"]
+        load.instances = count
+        return [SimpleNamespace(service="transactions", url=load.url(i), registered=True) for i in range(count)]
+
+    target = LocalScaleTarget(layout, "transactions", instances)
+    assert isinstance(target, RestartsConsumers) and isinstance(target, ListsAllInstances)
+    load.load_rps = 200  # 100 per default instance against 50
+    task = asyncio.create_task(
+        run_local_operator(target, rabbitmq.management_url, rabbitmq.user, rabbitmq.password, tmp_path, spec=SPEC)
+    )
+    try:
+        assert await until(lambda: read_desired(layout)["transactions"] >= 4, 20)
+        assert await until(lambda: status(tmp_path).get("replicas", {}).get("desired", 0) >= 4, 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
