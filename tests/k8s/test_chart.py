@@ -275,3 +275,14 @@ def test_kustomize_builds_the_operator_base() -> None:
             "KopfPeering",
         ]
     )
+
+
+def test_operator_managed_deployments_leave_replicas_to_the_operator(helm: str) -> None:
+    managed = by_kind(render(helm), "Deployment")
+    assert "replicas" not in managed["newbank-transactions"]["spec"]
+    assert "replicas" not in managed["newbank-cashback"]["spec"]
+    assert managed["newbank-accounts"]["spec"]["replicas"] == 2
+    platform = by_kind(render(helm), "CashbackPlatform")["newbank"]["spec"]
+    assert platform["scaling"]["minReplicas"] == 2 and platform["queues"][0]["minReplicas"] == 2
+    unmanaged = by_kind(render(helm, "--set", "operator.enabled=false"), "Deployment")
+    assert unmanaged["newbank-transactions"]["spec"]["replicas"] == 2

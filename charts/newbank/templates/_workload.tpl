@@ -1,7 +1,8 @@
 {{/*
 The ServiceAccount, Deployment, Service and PodDisruptionBudget of one NewBank service.
-Called from the service's own template file: (dict "root" $ "name" "accounts" "svc" .Values.accounts).
-The four services run the same image and differ only by their values block.
+Called from the service's own template file: (dict "root" $ "name" "accounts" "svc" .Values.accounts
+"managed" false). The four services run the same image and differ only by their values block. A
+Deployment the operator scales ("managed") gets no spec.replicas, so `helm upgrade` does not undo it.
 */}}
 {{- define "newbank.workload" -}}
 {{- $root := .root -}}
@@ -27,7 +28,9 @@ metadata:
     {{- include "newbank.labels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ $name }}
 spec:
+  {{- if not .managed }}
   replicas: {{ $svc.replicas }}
+  {{- end }}
   revisionHistoryLimit: 5
   selector:
     matchLabels:
