@@ -1,21 +1,109 @@
-"""The Bank API as the integration tests drive it (imported by name: the test folders are not packages)."""
+"""The Bank's services as processes, and its API as the integration tests drive it.
+
+Imported by name (the test folders are not packages), hence a name no other folder uses.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
+import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import aio_pika
 import httpx
 import orjson
 
 from newbank.messaging.topology import EVENTS_EXCHANGE
+from newbank.runtime import PgCluster, RabbitMQ, stop_pid
 
-if TYPE_CHECKING:
-    from conftest import BankServices
+ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, module: str, env: dict[str, str], timeout_s: float = 90) -> None:
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    module,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; log: {self.log_file}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready in {timeout_s}s; log: {self.log_file}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_pid(self.process.pid, timeout_s=10)
+            self.process = None
+
+
+@dataclass
+class BankServices:
+    accounts: ServiceProcess
+    transactions: list[ServiceProcess]
+    database_url: str
+    admin_token: str = ADMIN_TOKEN
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+
+def service_env(
+    service: str, instance: str, pg_cluster: PgCluster, rabbitmq: RabbitMQ, accounts_url: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWBANK_")}
+    env.update(
+        NEWBANK_SERVICE=service,
+        NEWBANK_INSTANCE_ID=instance,
+        NEWBANK_DATABASE_URL=pg_cluster.multi_host_dsn("bank"),
+        NEWBANK_DATABASE_REPLICA_URL=pg_cluster.replica_multi_host_dsn("bank"),
+        NEWBANK_AMQP_URL=rabbitmq.amqp_url,
+        NEWBANK_ADMIN_TOKEN=ADMIN_TOKEN,
+        NEWBANK_ACCOUNTS_INTERNAL_URL=accounts_url,
+        NEWBANK_ONBOARDING_RATE_LIMIT_PER_MINUTE="20",
+        NEWBANK_DB_POOL_MAX="20",
+        NEWBANK_LOG_LEVEL="WARNING",
+    )
+    return env
 
 
 def problem(response: httpx.Response, status: int, type_: str | None = None) -> dict[str, Any]:

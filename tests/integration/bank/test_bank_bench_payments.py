@@ -3,8 +3,8 @@
 The instance is started for this test alone (no other test's traffic), with ``BENCH_POOL`` database
 connections (default 20). Marked slow; run with ``-s`` to see the figures::
 
-    pytest tests/integration/bank/test_bench_payments.py -s
-    BENCH_PAYMENTS=5000 BENCH_POOL=40 pytest tests/integration/bank/test_bench_payments.py -s
+    pytest tests/integration/bank/test_bank_bench_payments.py -s
+    BENCH_PAYMENTS=5000 BENCH_POOL=40 pytest tests/integration/bank/test_bank_bench_payments.py -s
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BankServices, ServiceProcess, service_env
+from bank_api import BankServices, ServiceProcess, service_env
 
 from newbank.runtime import PgCluster, RabbitMQ, free_port
 

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from bank_api import Bank, problem
-from conftest import BankServices
+from bank_api import Bank, BankServices, problem
 
 from newbank.runtime import HAProxy
 

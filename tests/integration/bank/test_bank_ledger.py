@@ -13,8 +13,7 @@ from decimal import Decimal
 import asyncpg
 import psycopg2
 import pytest
-from bank_api import Bank, eventually, publish
-from conftest import BankServices
+from bank_api import Bank, BankServices, eventually, publish
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import schemathesis
-from bank_api import client_address
-from conftest import BankServices
+from bank_api import BankServices, client_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
