@@ -36,9 +36,7 @@ async def _call_with_retry(pool: asyncpg.Pool, sql: str, *args: Any) -> Outcome:
         except asyncpg.NumericValueOutOfRangeError as exc:
             # A huge amount at a huge rate converts past what any account can hold (bigint); the
             # statement rolled back whole, the key's claim with it, so nothing is left behind.
-            raise ProblemError(
-                422, "amount-too-large", "the amount converts to more than an account can hold"
-            ) from exc
+            raise ProblemError(422, "amount-too-large", "the amount converts to more than an account can hold") from exc
     raise AssertionError("unreachable")
 
 
