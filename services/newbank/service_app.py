@@ -33,6 +33,7 @@ from newbank.observability import (
 from newbank.settings import Settings, get_settings
 
 log = logging.getLogger("newbank.service")
+REDRIVE_MARGIN_S = 30.0  # see create_service_app: events re-sent after a broker lost its data
 
 
 @dataclass
@@ -144,10 +145,13 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(spec.name, settings.instance_id, settings.log_level)
         db = await _connect_database(settings, spec.database)
-        broker = Broker(settings.amqp_url)
+        broker = Broker(settings.amqp_url, marker=spec.database)
         relay = OutboxRelay(
             db, broker, poll_interval_s=settings.outbox_poll_interval_s, batch_size=settings.outbox_batch_size
         )
+        # A broker back without its data lost what it held: re-drive what was published in the
+        # REDRIVE_MARGIN_S before it went away (consumers lag far less), the inbox drops repeats.
+        broker.on_data_lost(lambda lost_at: relay.republish(lost_at - REDRIVE_MARGIN_S, lost_at))
         resolver = (
             spec.key_resolver(settings, db)
             if spec.key_resolver

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import aio_pika
+import aio_pika.exceptions
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from newbank.messaging.topology import TOPOLOGY, Topology
@@ -39,12 +41,21 @@ async def declare_topology(channel: AbstractChannel, topology: Topology = TOPOLO
     return events
 
 
+OnDataLost = Callable[[float], Awaitable[object]]
+
+
 class Broker:
-    def __init__(self, url: str, topology: Topology = TOPOLOGY) -> None:
+    def __init__(self, url: str, topology: Topology = TOPOLOGY, *, marker: str = "") -> None:
         self.url = url
         self.topology = topology
+        # A durable queue that nothing consumes, one per outbox (per database: the services sharing it
+        # need one re-drive, not one each): if a reconnect finds it gone, the broker lost its
+        # definitions — and with them any message it held (see ``on_data_lost``).
+        self.marker_queue = f"newbank.marker.{marker}" if marker else ""
+        self.disconnected_at: float | None = None  # wall clock of the last connection lost
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self._on_connected: list[OnConnected] = []
+        self._on_data_lost: list[OnDataLost] = []
         self._publish_channel: AbstractChannel | None = None
         self._publish_lock = asyncio.Lock()
         self._stopping = False
@@ -52,6 +63,44 @@ class Broker:
 
     def on_connected(self, callback: OnConnected) -> None:
         self._on_connected.append(callback)
+
+    def on_data_lost(self, callback: OnDataLost) -> None:
+        """``callback(disconnected_at)`` after a reconnect to a broker that lost its data folder.
+
+        Messages it had confirmed but not yet delivered are gone; their outbox rows are marked
+        published, so nothing would send them again. The callback re-drives them (consumers are
+        idempotent, so a message sent twice changes nothing).
+        """
+        self._on_data_lost.append(callback)
+
+    async def _redrive(self, lost_at: float) -> bool:
+        """Run the ``on_data_lost`` callbacks, each retried for about a minute (the database may be
+        failing over too); False if one never succeeded."""
+        log.warning("the broker lost its data while we were away; re-driving recent events")
+        for callback in self._on_data_lost:
+            for attempt in range(60):
+                try:
+                    await callback(lost_at)
+                    break
+                except Exception as exc:
+                    log.warning("re-driving events failed (attempt %d): %r", attempt + 1, exc)
+                    await asyncio.sleep(1.0)
+            else:
+                return False
+        return True
+
+    async def _marker_missing(self, connection: aio_pika.abc.AbstractConnection) -> bool:
+        if not self.marker_queue:
+            return False
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(self.marker_queue, passive=True)
+            return False
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return True
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     @property
     def available(self) -> bool:
@@ -71,6 +120,7 @@ class Broker:
             connection.close_callbacks.add(lambda *_, done=closed: done.set())
             try:
                 self.connection = connection
+                data_lost = await self._marker_missing(connection)
                 channel = await connection.channel()
                 await declare_topology(channel, self.topology)
                 await channel.close()
@@ -79,10 +129,20 @@ class Broker:
                 self.connected.set()
                 delay = 0.2
                 log.info("broker connected")
+                redriven = True
+                if data_lost and self.disconnected_at is not None:
+                    redriven = await self._redrive(self.disconnected_at)
+                if redriven and self.marker_queue:
+                    # Only now: had the re-drive failed, the next reconnect finds no marker and tries again.
+                    marker_channel = await connection.channel()
+                    await marker_channel.declare_queue(self.marker_queue, durable=True)
+                    await marker_channel.close()
                 await closed.wait()
             except Exception as exc:
                 log.warning("broker session ended: %r", exc)
             finally:
+                if self.connected.is_set():
+                    self.disconnected_at = time.time()
                 self.connected.clear()
                 self.connection = None
                 self._publish_channel = None

@@ -121,6 +121,23 @@ class OutboxRelay:
         OUTBOX_PUBLISHED.inc(len(rows))
         return len(rows)
 
+    async def republish(self, since: float, until: float) -> int:
+        """Send again every event published between ``since`` and ``until`` (wall clock): the broker
+        lost them. What was published after ``until`` went to the broker as it is now.
+
+        Returns how many rows went back to pending; the relay picks them up at once.
+        """
+        status = await self.db.primary.execute(
+            "UPDATE outbox_event SET published_at = NULL"
+            " WHERE published_at BETWEEN to_timestamp($1) AND to_timestamp($2)",
+            since,
+            until,
+        )
+        self.wake()
+        count = int(status.rsplit(" ", 1)[-1])
+        log.warning("outbox: %d events published before the broker lost them will be published again", count)
+        return count
+
     async def flush(self) -> int:
         """Publish everything pending now (the operator asks for this after a broker outage)."""
         total = 0
