@@ -56,12 +56,9 @@ def test_broker_outage_with_data(chaos_target: Target, chaos_world: World) -> No
     assert result.figures["unavailability window s"] == 0.0
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug (issue 7 report): events the broker had confirmed but not yet delivered when it lost its "
-    "data folder are never published again — the outbox has them marked published and no recovery step "
-    "re-drives them, so a few payments keep cashback 'pending' / without an entry"))
 def test_broker_outage_started_empty(chaos_target: Target, chaos_world: World) -> None:
-    """2b: the same, but the broker comes back without its data folder (no queues, no messages)."""
+    """2b: the same, but the broker comes back without its data folder (no queues, no messages): what
+    it held is re-driven from the outboxes (messaging.broker's marker queue), nothing twice."""
     result = _run(chaos_target, chaos_world, "broker-outage-empty")
     assert result.figures["unavailability window s"] == 0.0
 
