@@ -11,6 +11,7 @@ import concurrent.futures
 import os
 import secrets
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -103,8 +104,35 @@ def wait_instances(layout: Layout, timeout_s: float = 240, say: Say | None = Non
     raise procs.StartupError("services", f"not ready after {timeout_s:.0f} s ({missing})", layout.controller_log)
 
 
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports_free(layout: Layout) -> None:
+    """Before a fresh start: every port of the default topology must be free, or we say whose it is."""
+    wanted = {"ingress": layout.ingress_port}
+    wanted.update({name: port for name, port in layout.ports.items() if name != "transactions"})
+    for slot in range(1, DEFAULT_REPLICAS["transactions"] + 1):
+        wanted[f"transactions-{slot}"] = layout.instance_port("transactions", slot)
+    taken = [f"{port} ({name})" for name, port in wanted.items() if _port_taken(port)]
+    if taken:
+        raise procs.StartupError(
+            "ports",
+            f"already in use: {', '.join(taken)}; choose others with NEWBANK_PORT, NEWBANK_PORT_BASE "
+            "or NEWBANK_PORT_<NAME>",
+        )
+
+
 def up(layout: Layout, say: Say = print) -> None:
     """Start whatever of the platform is not running and wait until all of it is ready."""
+    if not running_pids(layout):
+        check_ports_free(layout)
     layout.home.mkdir(parents=True, exist_ok=True)
     layout.logs.mkdir(parents=True, exist_ok=True)
     layout.save()
