@@ -75,13 +75,20 @@ class UpPlatform:
 
 @pytest.fixture(scope="module")
 def up_platform() -> Iterator[UpPlatform]:
-    platform = UpPlatform()
-    try:
-        result = platform.cli("up")
-        assert result.returncode == 0, result.stdout + result.stderr
-        yield platform
-    finally:
-        platform.tear_down()
+    """``newbank up``; a second try on a fresh port block and folder if the first one fails (on a machine
+    shared with other test runs, a port found free can be taken before Patroni or RabbitMQ binds it)."""
+    outputs: list[str] = []
+    for _ in range(2):
+        platform = UpPlatform()
+        try:
+            result = platform.cli("up")
+            if result.returncode == 0:
+                yield platform
+                return
+            outputs.append(result.stdout + result.stderr)
+        finally:
+            platform.tear_down()
+    raise AssertionError("newbank up failed twice:\n" + "\n---\n".join(outputs))
 
 
 @pytest_asyncio.fixture
