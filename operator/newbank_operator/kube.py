@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import ssl
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ class KubeConnection:
             server=info.server,
             token=info.token,
             ca_path=info.ca_path,
-            ca_data=info.ca_data,
+            ca_data=info.ca_data.encode() if isinstance(info.ca_data, str) else info.ca_data,
             insecure=bool(info.insecure),
         )
 
@@ -55,9 +54,8 @@ def _verify(conn: KubeConnection) -> ssl.SSLContext | bool:
     if conn.insecure or conn.server.startswith("http://"):
         return False
     if conn.ca_data:
-        with tempfile.NamedTemporaryFile("wb", suffix=".crt", delete=False) as ca:
-            ca.write(base64.b64decode(conn.ca_data) if b"BEGIN" not in conn.ca_data else conn.ca_data)
-        return ssl.create_default_context(cafile=ca.name)
+        data = conn.ca_data if b"BEGIN" in conn.ca_data else base64.b64decode(conn.ca_data)
+        return ssl.create_default_context(cadata=data.decode())
     if conn.ca_path:
         return ssl.create_default_context(cafile=conn.ca_path)
     return True

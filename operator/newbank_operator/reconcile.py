@@ -27,7 +27,7 @@ from newbank_operator.kube import KubeApi, KubeError
 from newbank_operator.metrics import ObservedMetrics, scrape
 from newbank_operator.rabbitmq import BrokerObservation, ManagementClient
 from newbank_operator.recovery import RecoveryEdges, describe, execute, plan_recovery
-from newbank_operator.scaling import Decision, ScalingPolicy, decide
+from newbank_operator.scaling import Decision, MetricReading, ScalingPolicy, decide
 from newbank_operator.spec import PlatformSpec
 from newbank_operator.status import build_status
 
@@ -119,7 +119,7 @@ async def _scale(
     kube: KubeApi,
     namespace: str,
     deployment: str,
-    readings: list[Any],
+    readings: list[MetricReading],
     policy: ScalingPolicy,
     state: ControlState,
     enabled: bool,
