@@ -14,11 +14,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from newbank.accounts.fields import COMMON_PROBLEMS, problem_responses
-from newbank.auth import CurrentPrincipal, MerchantOrAdmin, MerchantPrincipal
-from newbank.idempotency import IdempotencyKey
+from newbank.auth import CurrentPrincipal, MerchantOrAdmin
 from newbank.service_app import Context
 from newbank.transactions import service
-from newbank.transactions.dependencies import Page
+from newbank.transactions.dependencies import MerchantMoney, Page
 from newbank.transactions.schemas import Payment, PaymentCreate, PaymentPage, Refund, RefundCreate
 
 router = APIRouter(prefix="/api/v1", tags=["bank: transactions"])
@@ -37,12 +36,10 @@ def _json(body: Any) -> Response:
         **problem_responses(*COMMON_PROBLEMS, 402, 403, 404, 409),
     },
 )
-async def make_payment(
-    ctx: Context, merchant: MerchantPrincipal, idempotency_key: IdempotencyKey, body: PaymentCreate
-) -> JSONResponse:
-    outcome = await service.make_payment(ctx.db, merchant, idempotency_key, body)
+async def make_payment(call: MerchantMoney, body: PaymentCreate) -> JSONResponse:
+    outcome = await service.make_payment(call.ctx.db, call.merchant, call.idempotency_key, body)
     if outcome.status == 201 and not outcome.replayed:
-        ctx.relay.wake()
+        call.ctx.relay.wake()
     return outcome.response()
 
 
@@ -73,14 +70,8 @@ async def get_payment(ctx: Context, principal: CurrentPrincipal, payment_id: UUI
         **problem_responses(*COMMON_PROBLEMS, 402, 403, 404, 409),
     },
 )
-async def make_refund(
-    ctx: Context,
-    merchant: MerchantPrincipal,
-    idempotency_key: IdempotencyKey,
-    payment_id: UUID,
-    body: RefundCreate,
-) -> JSONResponse:
-    outcome = await service.make_refund(ctx.db, merchant, idempotency_key, payment_id, body)
+async def make_refund(call: MerchantMoney, payment_id: UUID, body: RefundCreate) -> JSONResponse:
+    outcome = await service.make_refund(call.ctx.db, call.merchant, call.idempotency_key, payment_id, body)
     if outcome.status == 201 and not outcome.replayed:
-        ctx.relay.wake()
+        call.ctx.relay.wake()
     return outcome.response()
