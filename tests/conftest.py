@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ FIXTURES_DIR = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES_DIR))
 
 from local_platform import LocalPlatform  # noqa: E402 - after the path set-up above
+
 from newbank.runtime import (  # noqa: E402
     HAProxy,
     PgCluster,
@@ -43,6 +45,19 @@ from newbank.runtime import (  # noqa: E402
     start_pg_cluster,
     stop_pg_cluster,
 )
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (e.g. CI's ``timeout``) becomes a KeyboardInterrupt, so fixtures still stop their servers."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, handler)
+
+
+_interrupt_on_sigterm()
 
 
 def _run_once(stop: Callable[[], None]) -> Callable[[], None]:
