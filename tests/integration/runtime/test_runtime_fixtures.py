@@ -9,6 +9,7 @@ import uuid
 
 import psycopg2
 import pytest
+
 from newbank.runtime import HAProxy, PgCluster, RabbitMQ, procs
 
 pytestmark = pytest.mark.integration

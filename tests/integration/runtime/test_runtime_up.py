@@ -21,6 +21,7 @@ import httpx
 import psycopg2
 import pytest
 from local_platform import LocalPlatform
+
 from newbank.runtime import cgroups, procs
 from newbank.runtime.instances import load_instances
 from newbank.runtime.platform import running_pids
