@@ -74,6 +74,8 @@ def load() -> Any:
 async def loop_running(rabbitmq: RabbitMQ, load: LoadMetricsServer, tmp_path: Path) -> AsyncIterator[Any]:
     async with ManagementClient(rabbitmq.management_url, rabbitmq.user, rabbitmq.password) as client:
         await declare_topology(client)
+    # The broker is the session's: start from empty queues whatever ran before.
+    await purge_topology(rabbitmq.management_url, rabbitmq.user, rabbitmq.password)
     target = InMemoryTarget(load)
     task = asyncio.create_task(
         run_local_operator(target, rabbitmq.management_url, rabbitmq.user, rabbitmq.password, tmp_path, spec=SPEC)
