@@ -120,6 +120,10 @@ class PatroniNode:
             return "primary"
         return str(role) if role and info.get("state") == "running" else None
 
+    def is_leader_running(self) -> bool:
+        """Primary in Patroni's eyes and in PostgreSQL's (promotion finished)."""
+        return self.role() == "primary" and self.is_primary()
+
     def is_primary(self) -> bool:
         return _http_status(f"{self.rest_url}/primary") == 200
 
@@ -217,7 +221,8 @@ class PgCluster:
         deadline = time.monotonic() + timeout_s
         while True:
             for node in self.nodes:
-                if node.is_replica():
+                # A member being promoted still answers /replica for a moment: it is not one.
+                if node.is_replica() and not node.is_primary():
                     return node
             if time.monotonic() >= deadline:
                 raise LookupError("no PostgreSQL replica right now")
