@@ -75,23 +75,45 @@ class Entry:
         }
 
 
-async def _offer_at(conn: asyncpg.Connection, payment: PaymentFacts) -> OfferVersion | None:
-    row = await conn.fetchrow(queries.OFFER_AT, payment.merchant_id, payment.created_at)
-    versions = [] if row is None else [OfferVersion(**dict(row))]
-    return offer_in_force(versions, payment.created_at)
+def _offer_in_force(row: asyncpg.Record, payment: PaymentFacts) -> OfferVersion | None:
+    if row["offer_version_in_force"] is None:
+        return None
+    latest = OfferVersion(
+        version=row["offer_version_in_force"],
+        rate_bps=row["offer_rate_bps"],
+        set_at=row["offer_set_at"],
+        valid_from=row["offer_valid_from"],
+        valid_until=row["offer_valid_until"],
+    )
+    return offer_in_force([latest], payment.created_at)
 
 
-async def ensure_entry(conn: asyncpg.Connection, payment: PaymentFacts) -> tuple[Entry, bool]:
-    """The payment's entry, locked; made (and its cashback credited) if it did not exist yet."""
-    row = await conn.fetchrow(queries.LOCK_ENTRY, payment.payment_id)
-    if row is not None:
+def _event_type(entry: Entry, *, reversal: bool) -> str:
+    return "cashback.reversed" if reversal else f"cashback.{entry.state.status}"
+
+
+async def ensure_entry(conn: asyncpg.Connection, payment: PaymentFacts, *, announce: bool) -> tuple[Entry, bool]:
+    """The payment's entry, locked; made, credited (and announced if ``announce``) if it did not exist.
+
+    Two round trips for a new payment, one for a known one: the statements do the locking, the
+    once-only insert, the credit and the outbox event; this function decides the amounts.
+    """
+    row = await conn.fetchrow(queries.ENTRY_AND_OFFER, payment.payment_id, payment.merchant_id, payment.created_at)
+    if row["payment_id"] is not None:
         return Entry.from_row(row), False
-    await conn.execute(queries.ENSURE_ACCOUNT, payment.account_id, payment.customer_id, payment.account_currency)
-    offer = await _offer_at(conn, payment)
+    offer = _offer_in_force(row, payment)
     rate_bps = offer.rate_bps if offer else 0
     earned = cashback_for(payment.debited_amount, rate_bps)
-    row = await conn.fetchrow(
-        queries.INSERT_ENTRY,
+    entry = Entry(
+        payment.payment_id,
+        payment.account_id,
+        payment.merchant_id,
+        payment.account_currency,
+        EntryState(payment_amount=payment.amount, earned=earned),
+        entry_version=1,
+    )
+    created = await conn.fetchrow(
+        queries.CREATE_ENTRY,
         payment.payment_id,
         payment.account_id,
         payment.merchant_id,
@@ -104,61 +126,56 @@ async def ensure_entry(conn: asyncpg.Connection, payment: PaymentFacts) -> tuple
         offer.version if offer else None,
         earned,
         payment.created_at,
+        payment.customer_id,
+        _event_type(entry, reversal=False) if announce else None,
+        entry.event_data(),
     )
-    if row is None:  # another consumer made it meanwhile: use theirs
-        row = await conn.fetchrow(queries.LOCK_ENTRY, payment.payment_id)
+    if created is None:  # another consumer made it meanwhile: use theirs, locked
+        row = await conn.fetchrow(queries.ENTRY_AND_OFFER, payment.payment_id, payment.merchant_id, payment.created_at)
         return Entry.from_row(row), False
-    if earned:
-        await conn.execute(queries.ADD_TO_BALANCE, payment.account_id, earned)
-    return Entry.from_row(row), True
-
-
-async def _announce(conn: asyncpg.Connection, entry: Entry, *, reversal: bool) -> None:
-    event_type = "cashback.reversed" if reversal else f"cashback.{entry.state.status}"
-    await conn.execute(queries.ADD_EVENT, event_type, entry.event_data())
+    return entry, True
 
 
 async def on_payment_completed(conn: asyncpg.Connection, event: Event) -> None:
-    payment = parse(PaymentCompleted, event)
-    entry, created = await ensure_entry(conn, payment)
-    if created:
-        await _announce(conn, entry, reversal=False)
+    await ensure_entry(conn, parse(PaymentCompleted, event), announce=True)
 
 
 async def on_payment_refunded(conn: asyncpg.Connection, event: Event) -> None:
+    """Reverse the refunded share; the entry is made first from the refund's payment facts if the
+    payment.completed event has not arrived yet. One cashback event says the entry's final state."""
     refund = parse(PaymentRefunded, event)
     if refund.refunded_amount > refund.payment_amount:
         raise PermanentEventError("refunded_amount exceeds payment_amount")
-    entry, created = await ensure_entry(conn, refund.payment())
+    entry, created = await ensure_entry(conn, refund.payment(), announce=False)
     before = entry.state
     after = before.after_refund(refund.refunded_amount)
     reversed_now = after.reversed_amount - before.reversed_amount
+    changed = after != before
+    final = Entry(
+        entry.payment_id,
+        entry.account_id,
+        entry.merchant_id,
+        entry.currency,
+        after,
+        entry.entry_version + 1 if changed else entry.entry_version,
+    )
     await conn.execute(
-        queries.RECORD_REFUND,
+        queries.APPLY_REFUND,
         refund.refund_id,
         refund.payment_id,
         refund.amount,
         refund.refunded_amount,
         reversed_now,
         refund.created_at,
-    )
-    if after == before:
-        if created:
-            await _announce(conn, entry, reversal=False)
-        return
-    version = entry.entry_version + 1
-    await conn.execute(
-        queries.UPDATE_ENTRY_REFUNDED,
-        entry.payment_id,
         after.refunded_amount,
         after.reversed_amount,
         after.status,
-        version,
+        final.entry_version,
+        changed,
+        entry.account_id,
+        _event_type(final, reversal=reversed_now > 0) if changed or created else None,
+        final.event_data(),
     )
-    if reversed_now:
-        await conn.execute(queries.ADD_TO_BALANCE, entry.account_id, -reversed_now)
-    changed = Entry(entry.payment_id, entry.account_id, entry.merchant_id, entry.currency, after, version)
-    await _announce(conn, changed, reversal=reversed_now > 0)
 
 
 async def on_account_opened(conn: asyncpg.Connection, event: Event) -> None:

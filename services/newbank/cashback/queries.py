@@ -5,53 +5,60 @@ UPSERT_ACCOUNT_OPENED = """
 INSERT INTO cashback_account (account_id, customer_id, currency, opened_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (account_id) DO UPDATE SET opened_at = COALESCE(cashback_account.opened_at, EXCLUDED.opened_at)
 """
-ENSURE_ACCOUNT = """
-INSERT INTO cashback_account (account_id, customer_id, currency) VALUES ($1, $2, $3)
-ON CONFLICT (account_id) DO NOTHING
-"""
-
 _ENTRY_COLUMNS = """payment_id, account_id, merchant_id, status, currency, payment_amount, earned,
     refunded_amount, reversed_amount, entry_version, rate_bps, offer_version"""
 
-# The entry of a payment, locked: a refund and its payment processed at once by two consumers wait
-# for each other instead of both writing.
-LOCK_ENTRY = f"SELECT {_ENTRY_COLUMNS} FROM cashback_entry WHERE payment_id = $1 FOR UPDATE"
-
-# The latest offer version recorded at or before the payment (newbank.partners.offers decides if it
-# covers the instant).
-OFFER_AT = """
-SELECT version, rate_bps, valid_from, valid_until, set_at FROM partner_offer
- WHERE merchant_id = $1 AND set_at <= $2
- ORDER BY version DESC LIMIT 1
+# One round trip before deciding: the payment's entry, locked (a refund and its payment processed at
+# once by two consumers wait for each other), and the latest offer version recorded at or before the
+# payment (newbank.partners.offers decides whether it covers the instant). Both may be absent.
+ENTRY_AND_OFFER = f"""
+SELECT e.*, o.version AS offer_version_in_force, o.rate_bps AS offer_rate_bps, o.valid_from AS offer_valid_from,
+       o.valid_until AS offer_valid_until, o.set_at AS offer_set_at
+  FROM (SELECT 1) AS one
+  LEFT JOIN LATERAL (SELECT {_ENTRY_COLUMNS} FROM cashback_entry WHERE payment_id = $1 FOR UPDATE) e ON true
+  LEFT JOIN LATERAL (
+        SELECT version, rate_bps, valid_from, valid_until, set_at FROM partner_offer
+         WHERE merchant_id = $2 AND set_at <= $3
+         ORDER BY version DESC LIMIT 1) o ON true
 """
 
-# One entry per payment: a concurrent insert of the same payment waits, then inserts nothing.
-INSERT_ENTRY = f"""
-INSERT INTO cashback_entry (payment_id, account_id, merchant_id, status, currency, debited_amount,
-                            payment_amount, payment_currency, rate_bps, offer_version, earned,
-                            payment_created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT (payment_id) DO NOTHING
-RETURNING {_ENTRY_COLUMNS}
+# One round trip to record a payment's cashback: the entry (once per payment: a concurrent insert of
+# the same payment waits, then inserts nothing and returns no row), the credit to the account (made
+# here if no account.opened came first), and the cashback event ($14 NULL: none, the caller announces).
+CREATE_ENTRY = f"""
+WITH entry AS (
+    INSERT INTO cashback_entry (payment_id, account_id, merchant_id, status, currency, debited_amount,
+                                payment_amount, payment_currency, rate_bps, offer_version, earned,
+                                payment_created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    ON CONFLICT (payment_id) DO NOTHING
+    RETURNING {_ENTRY_COLUMNS}
+), credit AS (
+    INSERT INTO cashback_account AS a (account_id, customer_id, currency, balance)
+    SELECT entry.account_id, $13, entry.currency, entry.earned FROM entry
+    ON CONFLICT (account_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance, updated_at = now()
+     WHERE EXCLUDED.balance <> 0
+)
+SELECT entry.*, CASE WHEN $14::text IS NOT NULL THEN outbox_add($14, 'cashback', $15::jsonb) END AS event_id
+  FROM entry
 """
 
-UPDATE_ENTRY_REFUNDED = """
-UPDATE cashback_entry
-   SET refunded_amount = $2, reversed_amount = $3, status = $4, entry_version = $5, updated_at = now()
- WHERE payment_id = $1
+# One round trip to apply a refund: its record, the entry's new amounts ($11: only if they changed),
+# the debit of what is reversed now ($5), and the cashback event ($13 NULL: nothing to announce).
+APPLY_REFUND = """
+WITH refund AS (
+    INSERT INTO cashback_refund (refund_id, payment_id, amount, refunded_amount, reversed_now, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (refund_id) DO NOTHING
+), entry AS (
+    UPDATE cashback_entry
+       SET refunded_amount = $7, reversed_amount = $8, status = $9, entry_version = $10, updated_at = now()
+     WHERE payment_id = $2 AND $11::boolean
+), debit AS (
+    UPDATE cashback_account SET balance = balance - $5, updated_at = now() WHERE account_id = $12 AND $5 <> 0
+)
+SELECT CASE WHEN $13::text IS NOT NULL THEN outbox_add($13, 'cashback', $14::jsonb) END
 """
-
-RECORD_REFUND = """
-INSERT INTO cashback_refund (refund_id, payment_id, amount, refunded_amount, reversed_now, created_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (refund_id) DO NOTHING
-"""
-
-ADD_TO_BALANCE = """
-UPDATE cashback_account SET balance = balance + $2, updated_at = now() WHERE account_id = $1
-"""
-
-ADD_EVENT = "SELECT outbox_add($1, 'cashback', $2)"
 
 # The account and a page of its entries (newest first) in one round trip. Entries with status
 # 'none' earned nothing and are not listed.

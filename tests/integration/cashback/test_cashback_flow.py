@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from bank_events import (
+    Customer,
     cashback_account,
     cashback_events,
     entry_row,
@@ -199,3 +200,25 @@ async def test_entries_are_paginated_newest_first(
         if not cursor:
             break
     assert sorted(seen) == sorted(p["payment_id"] for p in payments) and len(seen) == 5
+
+
+async def test_payment_before_its_account_opened(
+    env: Env, partners: httpx.AsyncClient, cashback: httpx.AsyncClient
+) -> None:
+    """The account is made from the payment event (its owner and currency) and credited in one go;
+    the late account.opened changes nothing but the opening date."""
+    token, customer_id = env.keys.new("customer")
+    customer = Customer(token, customer_id, uuid.uuid4(), "EUR")
+    merchant = await register_merchant(env, partners)
+    await set_offer(partners, merchant, 400)
+    await env.bus.publish("payment.completed", payment_completed(customer, merchant, 2_500))
+    await wait_balance(cashback, customer, 100)
+    opened = {
+        "account_id": str(customer.account_id),
+        "customer_id": str(customer_id),
+        "currency": "EUR",
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    await wait_processed(env, await env.bus.publish("account.opened", opened))
+    body = await cashback_account(cashback, customer)
+    assert (body["balance"], body["currency"], len(body["entries"])) == (100, "EUR", 1)

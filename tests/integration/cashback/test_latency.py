@@ -58,3 +58,24 @@ async def test_payment_to_cashback_credited_p99_under_1s(
         f"p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
     )
     assert p99 < 1.0
+
+
+BACKLOG = 1_000
+
+
+async def test_backlog_drain_rate_of_one_instance(
+    env: Env, partners: httpx.AsyncClient, cashback: httpx.AsyncClient
+) -> None:
+    """A backlog of payment events (as after a broker outage) drained by one cashback instance: prints
+    events per second, the figure the operator's scaling works with. Every payment credited once."""
+    customers = [await open_account(env) for _ in range(20)]  # spread over accounts, as in real traffic
+    merchant = await register_merchant(env, partners)
+    await set_offer(partners, merchant, 150)
+    payments = [payment_completed(customers[i % 20], merchant, 5_000 + i) for i in range(BACKLOG)]
+    await asyncio.gather(*(env.bus.publish("payment.completed", p) for p in payments))
+    started = time.perf_counter()
+    for i, customer in enumerate(customers):
+        expected = sum((5_000 + j) * 150 // 10_000 for j in range(i, BACKLOG, 20))
+        await wait_balance(cashback, customer, expected, timeout_s=120)
+    elapsed = time.perf_counter() - started
+    print(f"\nbacklog of {BACKLOG} payment events drained by one cashback instance: {BACKLOG / elapsed:.0f} events/s")
