@@ -328,29 +328,27 @@ class PgCluster:
     def start(self, timeout_s: float = 120) -> None:
         """Start both nodes, wait for a primary and a streaming replica, create roles and databases.
 
-        On a first start pg0 bootstraps alone and pg1 follows once pg0 leads (so pg0 is the primary).
-        On a restart both start at once: only Patroni knows which of them may lead now (after a
-        failover that is the last synchronous standby), and it needs both to decide.
+        Both members start at once: on a first start one wins the race to initialise and the other
+        copies it; on a restart only Patroni knows which may lead (after a failover, the last
+        synchronous standby), and it needs both members to decide.
         """
-        first, second = self.nodes
-        fresh = not any((n.data_dir / "PG_VERSION").exists() for n in self.nodes)
-        for node in [first] if fresh else self.nodes:
+        for node in self.nodes:
             self.start_node(node)
         procs.wait_until(
             lambda: any(n.is_primary() for n in self.nodes),
             timeout_s=timeout_s,
-            component=f"postgresql {first.name} (patroni)",
-            log_file=first.log_file,
-            alive=lambda: bool(first.patroni_pid) or bool(second.patroni_pid),
+            component="postgresql primary (patroni)",
+            log_file=self.nodes[0].log_file,
+            alive=lambda: any(n.patroni_pid for n in self.nodes),
         )
-        self.start_node(second)
         self.ensure_databases()
+        other = next(n for n in self.nodes if not n.is_primary())
         procs.wait_until(
-            lambda: any(n.is_replica() for n in self.nodes),
+            lambda: self.replica() is not None,
             timeout_s=timeout_s,
-            component=f"postgresql {second.name} (patroni replica)",
-            log_file=second.log_file,
-            alive=lambda: bool(second.patroni_pid),
+            component=f"postgresql {other.name} (patroni replica)",
+            log_file=other.log_file,
+            alive=lambda: bool(other.patroni_pid),
         )
 
     def wait_sync(self, timeout_s: float = 30) -> None:
