@@ -147,7 +147,11 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         db = await _connect_database(settings, spec.database)
         broker = Broker(settings.amqp_url, marker=spec.database)
         relay = OutboxRelay(
-            db, broker, poll_interval_s=settings.outbox_poll_interval_s, batch_size=settings.outbox_batch_size
+            db,
+            broker,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            batch_size=settings.outbox_batch_size,
+            coalesce_s=settings.outbox_coalesce_ms / 1000,
         )
         # A broker back without its data lost what it held: re-drive what was published in the
         # REDRIVE_MARGIN_S before it went away (consumers lag far less), the inbox drops repeats.

@@ -36,7 +36,9 @@ class Settings(BaseSettings):
 
     onboarding_rate_limit_per_minute: int = 30
     partners_cache_ttl_s: float = 1.5
-    outbox_poll_interval_s: float = 0.05
+    # The relay is woken after every commit that wrote events; the poll is only the safety net.
+    outbox_poll_interval_s: float = 0.5
+    outbox_coalesce_ms: int = Field(default=10, ge=0, le=1000)
     outbox_batch_size: int = 200
     consumer_prefetch: int = 64
     consumer_max_retries: int = 5

@@ -60,11 +60,23 @@ def _message(row: asyncpg.Record) -> aio_pika.Message:
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, broker: Broker, *, poll_interval_s: float = 0.05, batch_size: int = 200):
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        *,
+        poll_interval_s: float = 0.5,
+        batch_size: int = 200,
+        coalesce_s: float = 0.01,
+    ):
         self.db = db
         self.broker = broker
         self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
+        # After a wake-up, wait this long so that the events of concurrent requests leave in one batch:
+        # a batch costs a handful of round trips whatever its size, so under load this divides the
+        # relay's CPU per event (it was ~30% of a payment's CPU with one batch per payment).
+        self.coalesce_s = coalesce_s
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -75,8 +87,12 @@ class OutboxRelay:
     async def run(self) -> None:
         failures = 0
         while not self._stopping:
+            woken = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s * (1 + 4 * min(failures, 20)))
+                await asyncio.wait_for(self._wake.wait(), timeout=min(self.poll_interval_s * (1 + failures), 5.0))
+                woken = True
+            if woken and self.coalesce_s > 0:
+                await asyncio.sleep(self.coalesce_s)
             self._wake.clear()
             if not self.broker.available:
                 continue
