@@ -31,6 +31,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection as it is: the services keep no session state (no LISTEN, no session
+    advisory locks, no SET), so asyncpg's default reset query would be a wasted round trip on every
+    request (about 9% of a transaction instance's CPU in the profile of issue 6)."""
+
+
 async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout: float) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn,
@@ -38,6 +44,7 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout
         max_size=max_size,
         command_timeout=command_timeout,
         init=_init_connection,
+        reset=_keep_session,
         max_inactive_connection_lifetime=60.0,
         # The transaction service calls one server-side function per request; statement caching
         # keeps that a single round trip.
