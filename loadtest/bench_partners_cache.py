@@ -2,11 +2,11 @@
 
 Starts two partners instances (uvicorn, one process each) on the same cashback database: one with the
 in-process cache (``NEWBANK_PARTNERS_CACHE_TTL_S=1.5``, the default) and one without (TTL 0: every
-request reads PostgreSQL). Seeds partner stores under a category of its own, drives each instance in
-turn with the same mix of requests from a lean keep-alive HTTP/1.1 client, prints requests per second
-and latency percentiles, and the service's own CPU time per request (read from /proc: on a machine
-shared with other work, req/s depends on what else runs; CPU per request much less), then removes
-what it seeded and stops what it started (by PID).
+request reads PostgreSQL). Seeds partner stores under a category of its own, drives the two in
+alternating one-second slices (so both see the same background load of a shared machine) with the same
+mix of requests from a lean keep-alive HTTP/1.1 client, prints requests per second, latency percentiles
+and the service's own CPU time per request (from /proc), then removes what it seeded and stops what it
+started (by PID).
 
     .venv/bin/python loadtest/bench_partners_cache.py                      # starts its own PG + RabbitMQ
     .venv/bin/python loadtest/bench_partners_cache.py --dsn postgresql://… --amqp-url amqp://…
@@ -30,6 +30,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -176,24 +177,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drive(pid: int, port: int, requests: list[bytes], seconds: float, concurrency: int) -> dict[str, float]:
-    await _burst(port, requests, 1.0, concurrency, [])  # warm-up: connections, pools, caches
-    latencies: list[float] = []
+@dataclass
+class Tally:
+    """One instance's figures, summed over its time slices."""
+
+    latencies: list[float] = field(default_factory=list)
+    ok: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        self.latencies.sort()
+        count = len(self.latencies)
+        return {
+            "requests": count,
+            "ok": self.ok,
+            "rps": count / self.seconds,
+            "p50_ms": statistics.median(self.latencies) * 1000,
+            "p99_ms": self.latencies[int(count * 0.99) - 1] * 1000,
+            "cpu_us": self.cpu / max(count, 1) * 1e6,
+            "cpu_share": self.cpu / self.seconds,
+        }
+
+
+async def drive_slice(
+    pid: int, port: int, requests: list[bytes], seconds: float, concurrency: int, tally: Tally
+) -> None:
     started = time.perf_counter()
     cpu_before = cpu_seconds(pid)
-    ok = await _burst(port, requests, seconds, concurrency, latencies)
-    elapsed = time.perf_counter() - started
-    cpu = cpu_seconds(pid) - cpu_before
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "ok": ok,
-        "rps": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "cpu_us": cpu / max(len(latencies), 1) * 1e6,
-        "cpu_share": cpu / elapsed,
-    }
+    tally.ok += await _burst(port, requests, seconds, concurrency, tally.latencies)
+    tally.seconds += time.perf_counter() - started
+    tally.cpu += cpu_seconds(pid) - cpu_before
 
 
 async def _burst(port: int, requests: list[bytes], seconds: float, concurrency: int, latencies: list[float]) -> int:
@@ -215,21 +229,27 @@ async def bench(dsn: str, amqp_url: str, args: argparse.Namespace) -> None:
     category = f"bench-{uuid.uuid4().hex[:8]}"
     ids = await seed(dsn, category, args.stores)
     logs = Path(tempfile.mkdtemp(prefix="bench-partners-logs-", dir="/tmp"))
-    results: dict[str, dict[str, float]] = {}
+    instances: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    tallies = {"cached": Tally(), "uncached": Tally()}
     try:
         for label, ttl in (("cached", 1.5), ("uncached", 0.0)):
             port = free_port()
-            log = logs / f"{label}.log"
-            proc = start_instance(dsn, amqp_url, port, ttl, log)
-            try:
-                wait_ready(port, log)
-                print(f"{label}: {args.seconds:.0f} s, {args.concurrency} connections ...", flush=True)
-                mix = request_mix(category, ids, 2000)
-                results[label] = await drive(proc.pid, port, mix, args.seconds, args.concurrency)
-            finally:
-                stop(proc)
+            instances[label] = (start_instance(dsn, amqp_url, port, ttl, logs / f"{label}.log"), port)
+            wait_ready(port, logs / f"{label}.log")
+        mix = request_mix(category, ids, 2000)
+        for _, port in instances.values():
+            await _burst(port, mix, 1.0, args.concurrency, [])  # warm-up: connections, pools, caches
+        # Short alternating slices, so both instances see the same background load of a shared machine.
+        rounds = max(1, int(args.seconds))
+        print(f"{rounds} rounds of 1 s cached + 1 s uncached, {args.concurrency} connections ...", flush=True)
+        for _ in range(rounds):
+            for label, (proc, port) in instances.items():
+                await drive_slice(proc.pid, port, mix, 1.0, args.concurrency, tallies[label])
     finally:
+        for proc, _ in instances.values():
+            stop(proc)
         await unseed(dsn, ids)
+    results = {label: tally.summary() for label, tally in tallies.items()}
     print()
     print(f"GET /api/v1/partners (+ /{{id}}), {args.stores} stores, one uvicorn process per instance")
     print(f"{'':10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'200s':>8}{'CPU us/req':>12}{'CPU used':>10}")
@@ -252,7 +272,7 @@ def main() -> None:
     parser.add_argument("--dsn", default=os.environ.get("BENCH_DSN", ""), help="cashback database DSN")
     parser.add_argument("--amqp-url", default=os.environ.get("BENCH_AMQP_URL", ""))
     parser.add_argument("--stores", type=int, default=500)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per instance (1 s slices)")
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     if args.dsn and args.amqp_url:
