@@ -29,6 +29,14 @@ from newbank.observability import EVENTS_CONSUMED
 
 log = logging.getLogger("newbank.consumer")
 
+# Failures that say nothing about the event: the database failing over, or two transactions that
+# collided (a deadlock or serialisation failure aborts the whole transaction, so a retry is safe).
+_RETRY_IN_PLACE: tuple[type[BaseException], ...] = (
+    *TRANSIENT_DB_ERRORS,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
 Handler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
 RETRIES_HEADER = "x-newbank-retries"
 ERROR_HEADER = "x-newbank-error"
@@ -116,7 +124,7 @@ class InboxConsumer:
         try:
             event = parse_event(message.body)
             applied = await self.process(event)
-        except TRANSIENT_DB_ERRORS as exc:
+        except _RETRY_IN_PLACE as exc:
             log.warning("transient failure, requeued: %r", exc, extra={"queue": queue})
             EVENTS_CONSUMED.labels(queue, "requeued").inc()
             await asyncio.sleep(1.0)
