@@ -75,3 +75,13 @@ def test_a_missed_target_or_a_finding_fails_the_result() -> None:
     del result.targets["write unavailability s"]
     run.findings.append("instance not restarted")
     assert not result.ok
+
+
+def test_slack_widens_durations_only_never_the_counts() -> None:
+    result = Result("x", "x", Run(Target.__new__(Target)), _load(), Verdict())
+    result.targets = {"lost": (0, 1), "write unavailability s": (5.0, 6.9)}
+    assert result.missed_targets(2.0) == ["lost 1 > 0"]
+    result.targets["lost"] = (0, 0)
+    assert result.missed_targets(2.0) == []
+    result.targets["write unavailability s"] = (5.0, 10.5)
+    assert result.missed_targets(2.0) == ["write unavailability s 10.5 > 10.0"]
