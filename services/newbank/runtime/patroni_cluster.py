@@ -11,20 +11,21 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 from newbank.runtime import procs
 from newbank.runtime.etcd import Etcd
+from newbank.runtime.patroni_node import PatroniNode
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
 DATABASES = ("bank", "cashback")
+__all__ = ["DATABASES", "PG_BIN", "PG_USER", "PatroniNode", "PgCluster", "patroni_executable"]
 # After a crash of the primary's postmaster, commits wait (synchronous replication) until the standby
 # reconnects: let it retry every 0.5 s instead of 5 s, and keep crash recovery short with frequent
 # checkpoints.
@@ -42,96 +43,23 @@ def patroni_executable() -> str:
     return found
 
 
+def check_postgres_can_run_patroni() -> None:
+    """Fail early and clearly when the ``postgres`` user cannot read the virtual environment."""
+    patroni = patroni_executable()
+    result = subprocess.run(
+        [patroni, "--version"], user=PG_USER, capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise procs.StartupError(
+            "postgresql",
+            f"the '{PG_USER}' user cannot run {patroni} ({result.stderr.strip()[-200:]}); the repository and its "
+            ".venv must be readable by it (not under /root) and the venv made with /usr/bin/python3",
+        )
+
+
 def _chown_to_postgres(path: Path) -> None:
     entry = pwd.getpwnam(PG_USER)
     os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
-def _http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=1.5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as err:
-        return int(err.code)
-    except OSError:
-        return 0
-
-
-def _http_json(url: str) -> dict[str, object]:
-    try:
-        with urllib.request.urlopen(url, timeout=1.5) as resp:
-            return dict(json.loads(resp.read()))
-    except urllib.error.HTTPError as err:
-        return dict(json.loads(err.read() or b"{}"))
-
-
-@dataclass
-class PatroniNode:
-    """One Patroni member: its REST API, its postmaster, its data directory."""
-
-    name: str
-    root: Path
-    pg_port: int
-    rest_port: int
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def socket_dir(self) -> Path:
-        return self.root / "sock"
-
-    @property
-    def config_file(self) -> Path:
-        return self.root / "patroni.yml"
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / "patroni.log"
-
-    @property
-    def pid_file(self) -> Path:
-        # Kept outside the postgres-owned folder so root always controls it.
-        return self.root.parent / f"{self.name}.patroni.pid"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
-
-    @property
-    def patroni_pid(self) -> int | None:
-        pid = procs.read_pid(self.pid_file)
-        return pid if procs.pid_alive(pid) else None
-
-    @property
-    def postmaster_pid(self) -> int | None:
-        pid = procs.read_pid(self.data_dir / "postmaster.pid")
-        return pid if procs.pid_alive(pid) else None
-
-    def role(self) -> str | None:
-        """``primary``, ``replica`` or None when Patroni does not answer."""
-        try:
-            info = _http_json(f"{self.rest_url}/patroni")
-        except (OSError, ValueError):
-            return None
-        role = info.get("role")
-        if role == "master":
-            return "primary"
-        return str(role) if role and info.get("state") == "running" else None
-
-    def is_leader_running(self) -> bool:
-        """Primary in Patroni's eyes and in PostgreSQL's (promotion finished)."""
-        return self.role() == "primary" and self.is_primary()
-
-    def is_primary(self) -> bool:
-        return _http_status(f"{self.rest_url}/primary") == 200
-
-    def is_replica(self) -> bool:
-        return _http_status(f"{self.rest_url}/replica") == 200
-
-    def is_sync_standby(self) -> bool:
-        return _http_status(f"{self.rest_url}/sync") == 200
 
 
 @dataclass
@@ -332,6 +260,7 @@ class PgCluster:
         copies it; on a restart only Patroni knows which may lead (after a failover, the last
         synchronous standby), and it needs both members to decide.
         """
+        check_postgres_can_run_patroni()
         for node in self.nodes:
             self.start_node(node)
         procs.wait_until(
