@@ -23,6 +23,8 @@ class OperatorConfig(BaseSettings):
     # Off only in tests without the peering CRD (kmock).
     peering_enabled: bool = True
     request_timeout_s: float = 10.0
+    # The services' admin key: their /internal/outbox/flush refuses a flush without it (401).
+    admin_token: str = ""
     # kopf's liveness probe endpoint (the Deployment's livenessProbe); empty switches it off.
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     log_level: str = "INFO"

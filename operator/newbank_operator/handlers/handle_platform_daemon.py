@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import kopf
 
+from newbank_operator.config import OperatorConfig
 from newbank_operator.constants import GROUP, PLURAL, REASON_ERROR, VERSION
 from newbank_operator.control import ControlState
 from newbank_operator.handlers.handle_login import current_connection
@@ -38,7 +39,9 @@ async def run_platform(
         kopf.event(body, type=kind, reason=reason, message=message)
 
     kube = KubeApi(current_connection())
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    admin_token = OperatorConfig().admin_token
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+    async with httpx.AsyncClient(timeout=5.0, headers=headers) as http:
         try:
             while not stopped:
                 policy = parse_spec(spec)
