@@ -16,11 +16,21 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def ingress(haproxy: HAProxy, bank_services: BankServices) -> AsyncIterator[httpx.AsyncClient]:
-    haproxy.add_server("accounts", "bank-accounts-0", bank_services.accounts.port)
-    for i, instance in enumerate(bank_services.transactions):
-        haproxy.add_server("transactions", f"bank-transactions-{i}", instance.port)
-    async with httpx.AsyncClient(base_url=haproxy.url, timeout=30) as client:
-        yield client
+    # The session's HAProxy is shared with other test modules: take these instances out again at the
+    # end, or later modules' requests are round-robined onto services with another admin key.
+    servers = [("accounts", "bank-accounts-0", bank_services.accounts.port)]
+    servers += [
+        ("transactions", f"bank-transactions-{i}", instance.port)
+        for i, instance in enumerate(bank_services.transactions)
+    ]
+    for backend, name, port in servers:
+        haproxy.add_server(backend, name, port)
+    try:
+        async with httpx.AsyncClient(base_url=haproxy.url, timeout=30) as client:
+            yield client
+    finally:
+        for backend, name, _ in servers:
+            haproxy.remove_server(backend, name)
 
 
 async def test_every_bank_row_through_the_ingress(ingress: httpx.AsyncClient, bank: Bank) -> None:
