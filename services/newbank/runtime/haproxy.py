@@ -205,8 +205,16 @@ class HAProxy:
         }
 
     def add_server(self, backend: str, name: str, port: int, *, wait_up_s: float = 20) -> None:
-        """Register an instance live; returns once HAProxy's health check says it is UP."""
-        if name not in self.server_states(backend):
+        """Register an instance live; returns once HAProxy's health check says it is UP.
+
+        A server of that name left behind with another address (a crashed test, a reused name) is
+        replaced, never silently kept pointing at a port that may now belong to someone else.
+        """
+        existing = self.server_states(backend).get(name)
+        if existing is not None and existing.get("addr") != f"127.0.0.1:{port}":
+            self.remove_server(backend, name, drain_timeout_s=2)
+            existing = None
+        if existing is None:
             out = self.runtime(f"add server {backend}/{name} 127.0.0.1:{port} {SERVER_CHECK}")
             if "New server registered" not in out:
                 raise RuntimeApiError(f"add server {backend}/{name}: {out.strip()}")

@@ -97,7 +97,10 @@ def test_haproxy_adds_and_removes_a_server_live(haproxy: HAProxy, runtime_tmp) -
     )
     try:
         procs.wait_until(lambda: procs.port_open(port), timeout_s=20, component="standin", log_file=log)
+        # A stale server of the same name with another address is replaced, not reused.
+        haproxy.add_server("partners", "partners-x", procs.free_port(), wait_up_s=0)
         haproxy.add_server("partners", "partners-x", port)
+        assert haproxy.server_states("partners")["partners-x"]["addr"] == f"127.0.0.1:{port}"
         with urllib.request.urlopen(f"{haproxy.url}/api/v1/partners?country=DE", timeout=5) as resp:
             assert json.loads(resp.read())["instance"] == "partners-x"
         with urllib.request.urlopen(f"{haproxy.url}/_/partners/readyz", timeout=5) as resp:
