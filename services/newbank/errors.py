@@ -13,6 +13,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("newbank.errors")
@@ -84,9 +85,7 @@ class ProblemError(Exception):
 
 
 def problem_response(problem: ProblemError) -> JSONResponse:
-    return JSONResponse(
-        problem.body(), status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
-    )
+    return JSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers)
 
 
 def not_found(what: str) -> ProblemError:
@@ -114,10 +113,7 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
-        for err in exc.errors()
-    ]
+    return [{"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))} for err in exc.errors()]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -130,9 +126,7 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = _validation_errors(exc)
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             return problem_response(ProblemError(400, "invalid-json", "the body is not valid JSON", errors=errors))
-        return problem_response(
-            ProblemError(422, "validation-error", "the request has invalid fields", errors=errors)
-        )
+        return problem_response(ProblemError(422, "validation-error", "the request has invalid fields", errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -156,3 +150,27 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         log.exception("unhandled error", extra={"path": request.url.path})
         return problem_response(ProblemError(500, "internal-error", "the platform failed; it has been logged"))
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every 4xx of the API answers (for the OpenAPI documents)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+
+# Any route may answer these: no or bad key, bad JSON, an invalid field, a body over 64 KiB.
+COMMON_PROBLEMS = (400, 401, 413, 422)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem+json answers of a route, so clients and schema checks know them."""
+    return {
+        status: {"description": "problem details", "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}}}
+        for status in statuses
+    }

@@ -7,12 +7,11 @@ country is refused with 422 before any SQL runs.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated
 
 from babel import Locale
-from pydantic import AfterValidator, BaseModel, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, Field, StrictInt, StrictStr
 
-from newbank.errors import PROBLEM_JSON
 from newbank.money import MAX_AMOUNT, is_known_currency
 
 # CLDR lists regions that are not ISO 3166-1 countries: continents and groupings (EU, EZ, UN, QO),
@@ -58,28 +57,3 @@ Name = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(
 def Text(max_length: int, min_length: int = 0):
     """A free-text field the database can store."""
     return Annotated[StrictStr, Field(min_length=min_length, max_length=max_length), AfterValidator(_no_nul)]
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details, as every 4xx of the API answers."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    errors: list[dict[str, Any]] | None = None
-
-
-_PROBLEM_SCHEMA = Problem.model_json_schema()
-
-
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problem+json answers of a route (so schema checks know them)."""
-    return {
-        status: {"description": "problem details", "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}}}
-        for status in statuses
-    }
-
-
-# Every route can answer these: no or bad key, bad JSON, an invalid field, a body over 64 KiB.
-COMMON_PROBLEMS = (400, 401, 413, 422)

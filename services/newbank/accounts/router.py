@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 
 from newbank.accounts import service
 from newbank.accounts.dependencies import AdminCaller, BaseCurrency, ClientAddress, KeyResolverDep, QuoteCurrency
-from newbank.accounts.fields import COMMON_PROBLEMS, problem_responses
 from newbank.accounts.schemas import (
     Account,
     AccountCreate,
@@ -27,6 +26,7 @@ from newbank.accounts.schemas import (
     MerchantCreated,
 )
 from newbank.auth import AdminPrincipal, CurrentPrincipal, CustomerOrAdmin, MerchantPrincipal
+from newbank.errors import COMMON_PROBLEMS, problem_responses
 from newbank.idempotency import IdempotencyKey
 from newbank.service_app import Context
 

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from newbank.auth import CustomerOrAdmin, CustomerPrincipal
 from newbank.cashback import service
 from newbank.cashback.dependencies import Db, Relay
-from newbank.cashback.openapi import COMMON_PROBLEMS, problem_responses
 from newbank.cashback.schemas import CashbackAccount, Redemption, RedemptionIn
+from newbank.errors import COMMON_PROBLEMS, problem_responses
 from newbank.idempotency import IdempotencyKey
 
 router = APIRouter(prefix="/api/v1/cashback", tags=["cashback"])

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from newbank.auth import MerchantOrAdmin
-from newbank.cashback.openapi import problem_responses
+from newbank.errors import problem_responses
 from newbank.partners import service
 from newbank.partners.dependencies import Cache, Db
 from newbank.partners.schemas import Offer, OfferIn, PartnerPage, PartnerStore

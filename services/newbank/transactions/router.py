@@ -13,8 +13,8 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from newbank.accounts.fields import COMMON_PROBLEMS, problem_responses
 from newbank.auth import CurrentPrincipal, MerchantOrAdmin
+from newbank.errors import COMMON_PROBLEMS, problem_responses
 from newbank.service_app import Context
 from newbank.transactions import service
 from newbank.transactions.dependencies import MerchantMoney, Page
