@@ -168,8 +168,11 @@ def run(args: argparse.Namespace) -> int:
         dsn = checks.bank_database_url()
         if dsn:
             print(f"database ceiling: pgbench, {clients} clients, {args.duration:.0f}s ...", flush=True)
-            db_tps, _ = ceilings.pgbench_ceiling(dsn, data, results / "ceiling-db", clients=clients,
-                                                 seconds=int(args.duration), cpus=args.locust_cpus)
+            db_tps, output = ceilings.pgbench_ceiling(dsn, data, results / "ceiling-db", clients=clients,
+                                                      seconds=int(args.duration), cpus=args.locust_cpus)
+            if db_tps is None:
+                errors = [line for line in output.splitlines() if "error" in line.lower()][-3:]
+                print("database ceiling: no measurement —", " | ".join(errors) or output[-300:], flush=True)
         ceiling_notes["pgbench_clients"] = clients
         print("framework ceiling: trivial FastAPI in one limited uvicorn ...", flush=True)
         stats, cpu, limited = ceilings.framework_ceiling(

@@ -22,13 +22,17 @@ from loadtest.report import WindowStats, read_records, window_stats
 from loadtest.run import LocustRun, run_with_cpu
 
 TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
+PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
+ABORTED = "Run was aborted"
 SCRIPT_PAIRS = 64  # (merchant, account) pairs: enough spread that row locks look like the real traffic's
 
 
 def pgbench_scripts(data: dict[str, Any], folder: Path, pairs: int = SCRIPT_PAIRS) -> list[Path]:
     """One script per (merchant, account) pair; pgbench picks one at random for each transaction.
 
-    pgbench variables are numbers only, so the uuids are written into the scripts rather than drawn.
+    pgbench variables are numbers only, so the uuids are written into the scripts rather than drawn. No
+    colon may appear in a literal: pgbench reads ``'merchant:1f…'`` as a variable ``:1f…`` and the
+    prepared statement then has a parameter it cannot type (``chr(58)`` spells the scope's colon).
     """
     folder.mkdir(parents=True, exist_ok=True)
     merchants, accounts = data["merchants"], data["accounts"]
@@ -39,16 +43,24 @@ def pgbench_scripts(data: dict[str, Any], folder: Path, pairs: int = SCRIPT_PAIR
         path = folder / f"payment-{i:02d}.sql"
         path.write_text(
             "\\set amount random(100, 20000)\n"
-            f"SELECT make_payment('merchant:{merchant['id']}', gen_random_uuid()::text, 'pgbench', "
-            f"'{merchant['id']}'::uuid, '{account['id']}'::uuid, :amount, '{merchant['currency']}', 'pgbench');\n"
+            f"SELECT make_payment('merchant' || chr(58) || '{merchant['id']}', gen_random_uuid()::text, 'pgbench', "
+            f"'{merchant['id']}'::uuid, '{account['id']}'::uuid, :amount::bigint, '{merchant['currency']}', "
+            "'pgbench');\n"
         )
         scripts.append(path)
     return scripts
 
 
 def parse_pgbench_tps(output: str) -> float | None:
-    match = TPS.search(output)
-    return float(match.group(1)) if match else None
+    """pgbench's tps, or None when the run did not measure anything.
+
+    An aborted run still prints a tps line, computed over the few transactions done before its clients
+    died (a broken script once gave "185 tps" from 5 transactions), so it counts as no measurement.
+    """
+    match, processed = TPS.search(output), PROCESSED.search(output)
+    if not match or ABORTED in output or (processed and int(processed.group(1)) == 0):
+        return None
+    return float(match.group(1))
 
 
 def pgbench_ceiling(dsn: str, data: dict[str, Any], folder: Path, *, clients: int, seconds: int,
@@ -65,7 +77,7 @@ def pgbench_ceiling(dsn: str, data: dict[str, Any], folder: Path, *, clients: in
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
     output = done.stdout + done.stderr
     (folder / "pgbench.log").write_text(" ".join(a if "@127" not in a else "<dsn>" for a in argv) + "\n" + output)
-    return parse_pgbench_tps(done.stdout), output
+    return parse_pgbench_tps(output), output
 
 
 def free_port() -> int:

@@ -32,14 +32,26 @@ def test_pgbench_scripts_are_one_make_payment_call(tmp_path: Path) -> None:
     assert len(scripts) == 4
     text = scripts[1].read_text()
     assert text.count("SELECT") == 1
-    assert "make_payment('merchant:11111111-1111-1111-1111-111111111111', gen_random_uuid()::text" in text
-    assert ":amount, 'JPY'" in text
+    assert "make_payment('merchant' || chr(58) || '11111111-1111-1111-1111-111111111111', gen_random_uuid()" in text
+    assert text.count(":") == text.count("::") * 2 + 1  # casts and the one variable: no colon in a literal
+    assert ":amount::bigint, 'JPY'" in text  # typed: with -M prepared an untyped $1 cannot be resolved
 
 
 def test_pgbench_tps_is_parsed() -> None:
     output = "latency average = 8.1 ms\ntps = 2466.512345 (without initial connection time)\n"
     assert parse_pgbench_tps(output) == 2466.512345
     assert parse_pgbench_tps("connection refused") is None
+
+
+def test_an_aborted_pgbench_run_is_no_measurement() -> None:
+    aborted = (
+        "number of transactions actually processed: 5\ntps = 185.921987 (without initial connection time)\n"
+        "pgbench: error: client 0 script 4 aborted in command 1 query 0: ERROR:  prepared statement\n"
+        "pgbench: error: Run was aborted; the above results are incomplete.\n"
+    )
+    assert parse_pgbench_tps(aborted) is None
+    nothing = "number of transactions actually processed: 0\ntps = 0.000000 (without initial connection time)\n"
+    assert parse_pgbench_tps(nothing) is None
 
 
 def test_top_functions_from_collapsed_stacks() -> None:
