@@ -1,4 +1,5 @@
-"""The controller daemon of ``newbank up``: keeps the wanted service instances running behind HAProxy.
+"""The controller daemon of ``newbank up``: keeps the wanted service instances running behind HAProxy,
+and the infrastructure processes (etcd, the Patroni agents, RabbitMQ) running (``supervisor``).
 
 It restarts a dead instance, scales a service to the count in ``<home>/desired.json`` (written by
 ``newbank scale`` or by the operator through ``LocalScaleTarget``), registers a new instance in HAProxy
@@ -30,6 +31,8 @@ from newbank.runtime.instances import Instance, load_instances, log_file, save_i
 from newbank.runtime.jsonlog import JsonFormatter
 from newbank.runtime.layout import DEFAULT_REPLICAS, MAX_INSTANCES, SERVICES, Layout
 from newbank.runtime.scale_target import LocalScaleTarget, read_desired, write_desired
+from newbank.runtime.supervisor import TICK_S as SUPERVISOR_TICK_S
+from newbank.runtime.supervisor import InfraSupervisor
 
 log = logging.getLogger("newbank.controller")
 TICK_S = 0.5
@@ -49,6 +52,10 @@ class Controller:
         self._periodic: list[tuple[Callable[[], Any], float]] = []
         self._stopping = asyncio.Event()
         self.errors: dict[str, str] = {}
+        # The kubelet's part: a dead etcd, Patroni agent or broker is started again (holds respected).
+        self.supervisor: InfraSupervisor | None = (
+            InfraSupervisor(layout) if os.environ.get("NEWBANK_SUPERVISE", "on") != "off" else None
+        )
 
     # ---------------------------------------------------------------- plug-in points
     def add_periodic(self, fn: Callable[[], Awaitable[None] | None], interval_s: float) -> None:
@@ -117,6 +124,8 @@ class Controller:
         if not self.use_cgroups:
             log.warning("running services without CPU/memory limits: %s", cgroups.available())
         self._spawn(self._run_operator())
+        if self.supervisor is not None:
+            self._spawn(self._every(self.supervisor.tick, SUPERVISOR_TICK_S))
         for fn, interval in self._periodic:
             self._spawn(self._every(fn, interval))
         last_haproxy_check = 0.0
@@ -131,6 +140,8 @@ class Controller:
                 log.exception("reconcile failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), TICK_S)
+        if self.supervisor is not None:
+            self.supervisor.stopping = True  # no new restart; one in flight finishes in its thread
         for task in list(self._tasks):
             task.cancel()
         save_instances(self.layout, self.instances)
@@ -261,6 +272,7 @@ class Controller:
             "cgroups_unavailable": cgroups.available(),
             "busy": sorted(self._busy),
             "errors": self.errors,
+            "infra": self.supervisor.status() if self.supervisor is not None else {},
         }
         tmp = self.layout.home / "controller.json.tmp"
         tmp.write_text(json.dumps(status))

@@ -21,6 +21,7 @@ from newbank.runtime.instances import load_instances, log_file, stop_instance
 from newbank.runtime.layout import DEFAULT_REPLICAS, MAX_INSTANCES, Layout
 from newbank.runtime.scale_target import read_desired, write_desired
 from newbank.runtime.status import controller_pid, controller_state
+from newbank.runtime.supervisor import component_lock, hold, release
 
 Say = Callable[[str], None]
 
@@ -144,27 +145,32 @@ def up(layout: Layout, say: Say = print) -> None:
     etcd, cluster, rabbit = layout.etcd(), layout.pg_cluster(), layout.rabbitmq()
     try:
         step = _Step(say, "etcd")
-        if etcd.pid and etcd.healthy():
-            step.done("already running")
-        else:
-            etcd.start()
-            started.append(etcd.stop)
-            step.done()
+        # Each start under the component's lock: a running controller's supervisor may restart the
+        # same component meanwhile, and must not start a second copy.
+        with component_lock(layout.home, "etcd"):
+            if etcd.pid and etcd.healthy():
+                step.done("already running")
+            else:
+                etcd.start()
+                started.append(etcd.stop)
+                step.done()
 
         def start_postgres() -> str:
-            if all(n.patroni_pid for n in cluster.nodes) and all(cluster.roles().values()):
-                cluster.ensure_databases()
-                return "already running"
-            started.append(cluster.stop)
-            cluster.start()  # starts only the members that are not running
-            return "ok"
+            with component_lock(layout.home, "patroni-pg0"), component_lock(layout.home, "patroni-pg1"):
+                if all(n.patroni_pid for n in cluster.nodes) and all(cluster.roles().values()):
+                    cluster.ensure_databases()
+                    return "already running"
+                started.append(cluster.stop)
+                cluster.start()  # starts only the members that are not running
+                return "ok"
 
         def start_rabbitmq() -> str:
-            if rabbit.pid and rabbit.ready():
-                return "already running"
-            started.append(lambda: rabbit.stop(keep_epmd=False))
-            rabbit.start(stop_system_epmd=True)
-            return "ok"
+            with component_lock(layout.home, "rabbitmq"):
+                if rabbit.pid and rabbit.ready():
+                    return "already running"
+                started.append(lambda: rabbit.stop(keep_epmd=False))
+                rabbit.start(stop_system_epmd=True)
+                return "ok"
 
         step = _Step(say, "postgresql + rabbitmq")
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -222,8 +228,18 @@ def stop_controller_and_instances(layout: Layout) -> None:
     layout.instances_file.unlink(missing_ok=True)
 
 
+INFRA_COMPONENTS = ("etcd", "patroni-pg0", "patroni-pg1", "rabbitmq")
+
+
 def down(layout: Layout, *, purge: bool = False, say: Say = print) -> None:
-    """Stop everything of this platform by PID, newest first; keep the data unless ``purge``."""
+    """Stop everything of this platform by PID, newest first; keep the data unless ``purge``.
+
+    The controller goes first; the infrastructure is also held (``supervisor.hold``) while it stops, so
+    that a controller slow to exit does not start again what ``down`` just stopped.
+    """
+    if layout.home.exists():
+        for component in INFRA_COMPONENTS:
+            hold(layout.home, component, "newbank down", ttl_s=600)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("controller + services", lambda: stop_controller_and_instances(layout)),
         ("haproxy", layout.haproxy().stop),
@@ -238,6 +254,8 @@ def down(layout: Layout, *, purge: bool = False, say: Say = print) -> None:
             say(f"  {name:<28} stopped ({time.monotonic() - t0:.1f} s)")
         except Exception as exc:
             say(f"  {name:<28} FAILED to stop: {exc}")
+    for component in INFRA_COMPONENTS:
+        release(layout.home, component)
     if purge:
         shutil.rmtree(layout.home, ignore_errors=True)
         say(f"  removed {layout.home}")

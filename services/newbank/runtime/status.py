@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from newbank.runtime import cgroups, procs
 from newbank.runtime.instances import load_instances
 from newbank.runtime.layout import Layout
+from newbank.runtime.supervisor import active_hold, read_status
 
 
 @dataclass
@@ -19,6 +20,8 @@ class Row:
     port: str
     limits: str
     ready: bool
+    restarts: int = 0  # by the controller (instances) or its supervisor (etcd, Patroni, RabbitMQ)
+    note: str = ""  # a hold, the last restart, the last restart error
 
 
 def controller_state(layout: Layout) -> dict[str, object]:
@@ -33,26 +36,52 @@ def controller_pid(layout: Layout) -> int | None:
     return pid if procs.pid_alive(pid) else None
 
 
+def _supervised(layout: Layout, row: Row, component: str, infra: dict[str, dict[str, object]]) -> Row:
+    """Fill in what the supervisor did to ``component`` (restarts, when, a hold on it)."""
+    state = infra.get(component) or {}
+    restarts = state.get("restarts")
+    row.restarts = restarts if isinstance(restarts, int) else 0
+    notes = []
+    entry = active_hold(layout.home, component)
+    if entry is not None:
+        notes.append(f"held: {entry.reason} ({entry.left_s():.0f} s left)")
+    last = state.get("last_restart_at")
+    if isinstance(last, int | float):
+        notes.append(f"restarted {time.strftime('%H:%M:%S', time.localtime(last))}")
+    if state.get("last_error"):
+        notes.append(f"restart failed: {state['last_error']}")
+    row.note = "; ".join(notes)
+    return row
+
+
 def collect(layout: Layout, *, probe_instances: bool = True) -> list[Row]:
     """Ask every component (by PID file and by its own health endpoint) how it is."""
     rows: list[Row] = []
+    infra = read_status(layout)
     etcd = layout.etcd()
-    rows.append(Row("etcd", "dcs", str(etcd.pid or "-"), str(etcd.client_port), "-", bool(etcd.pid and etcd.healthy())))
+    etcd_row = Row("etcd", "dcs", str(etcd.pid or "-"), str(etcd.client_port), "-", bool(etcd.pid and etcd.healthy()))
+    rows.append(_supervised(layout, etcd_row, "etcd", infra))
     cluster = layout.pg_cluster()
     for node in cluster.nodes:
         role = node.role() if node.patroni_pid else None
         pids = f"{node.postmaster_pid or '-'}/{node.patroni_pid or '-'}"
         ready = role in ("primary", "replica")
-        rows.append(Row(f"postgresql {node.name}", role or "-", pids, str(node.pg_port), "-", ready))
+        row = Row(f"postgresql {node.name}", role or "-", pids, str(node.pg_port), "-", ready)
+        rows.append(_supervised(layout, row, f"patroni-{node.name}", infra))
     rabbit = layout.rabbitmq()
     rows.append(
-        Row(
+        _supervised(
+            layout,
+            Row(
+                "rabbitmq",
+                "broker",
+                str(rabbit.pid or "-"),
+                f"{rabbit.amqp_port} (mgmt {rabbit.management_port})",
+                "-",
+                bool(rabbit.pid and rabbit.ready()),
+            ),
             "rabbitmq",
-            "broker",
-            str(rabbit.pid or "-"),
-            f"{rabbit.amqp_port} (mgmt {rabbit.management_port})",
-            "-",
-            bool(rabbit.pid and rabbit.ready()),
+            infra,
         )
     )
     haproxy = layout.haproxy()
@@ -82,14 +111,18 @@ def collect(layout: Layout, *, probe_instances: bool = True) -> list[Row]:
                 str(inst.port),
                 limits.describe() if limits else "unlimited",
                 ready,
+                inst.restarts,
             )
         )
     return rows
 
 
 def render(rows: list[Row]) -> str:
-    header = ("COMPONENT", "ROLE", "PID", "PORT", "CPU / MEMORY LIMIT", "READY")
-    table = [header] + [(r.component, r.role, r.pid, r.port, r.limits, "yes" if r.ready else "NO") for r in rows]
+    header = ("COMPONENT", "ROLE", "PID", "PORT", "CPU / MEMORY LIMIT", "READY", "RESTARTS", "NOTE")
+    table = [header] + [
+        (r.component, r.role, r.pid, r.port, r.limits, "yes" if r.ready else "NO", str(r.restarts), r.note)
+        for r in rows
+    ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in table)
 
