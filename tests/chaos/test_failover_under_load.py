@@ -74,19 +74,34 @@ def test_replica_killed(chaos_target: Target, chaos_world: World) -> None:
     _run(chaos_target, chaos_world, "replica")
 
 
+def test_primary_patroni_killed_and_supervised(chaos_target: Target, chaos_world: World) -> None:
+    """1c+: Patroni alone killed on the primary, no hold: the controller's supervisor starts it again long
+    before its leader key (ttl 20 s) expires; no failover, the same postmasters, writes never stop."""
+    result = _run(chaos_target, chaos_world, "primary-patroni-supervised")
+    node = result.run.facts["node"]
+    assert result.run.recovery_s[f"supervisor restarted patroni on {node}"] < 5
+    assert result.run.facts["failover"] is False and result.run.facts["postmasters unchanged"] is True
+
+
 def test_primary_postmaster_killed(chaos_target: Target, chaos_world: World) -> None:
     """1a: Patroni restarts the postmaster in place; writes back within 5 s."""
     _run(chaos_target, chaos_world, "primary-postmaster")
 
 
 def test_primary_node_killed(chaos_target: Target, chaos_world: World) -> None:
-    """1b: the replica is promoted (Patroni ttl 20 s); writes back within 30 s; the old node rejoins."""
-    _run(chaos_target, chaos_world, "primary-node")
+    """1b: the replica is promoted (Patroni ttl 20 s); writes back within 30 s; the node, held down as
+    lost until then, is started again by the supervisor and rejoins."""
+    result = _run(chaos_target, chaos_world, "primary-node")
+    assert f"supervisor restarted patroni on {result.run.facts['node']}" in result.run.recovery_s
 
 
 def test_primary_patroni_killed(chaos_target: Target, chaos_world: World) -> None:
-    """1c: the old primary's postmaster outlives its Patroni; it must acknowledge nothing the new one lacks."""
-    _run(chaos_target, chaos_world, "primary-patroni")
+    """1c: the old primary's postmaster outlives its Patroni (held down through the failover); it must
+    acknowledge nothing the new one lacks. Then the supervisor, not the test, restarts that Patroni."""
+    result = _run(chaos_target, chaos_world, "primary-patroni")
+    node = result.run.facts["node"]
+    assert f"supervisor restarted patroni on {node}" in result.run.recovery_s
+    assert result.run.facts[f"supervisor restarted patroni on {node} s after release"] < 5  # type: ignore[operator]
 
 
 def test_down_leaves_no_process(chaos_platform: Any) -> None:

@@ -3,9 +3,16 @@
 Every fault is an ``async def (run: Run) -> None`` that injects (SIGKILL by PID, or a broker stop),
 marks on the run's timeline when the platform *detected* it (a role change, HAProxy taking a server
 out, the controller restarting a process) and when it *recovered*, and leaves the platform whole
-again (the old PostgreSQL node restarted so it rejoins, the broker back), so that the next scenario
-starts healthy. Blocking calls (HTTP to Patroni, process checks) run in threads: the payment load
-shares the event loop and must not stall.
+again (the old PostgreSQL node rejoined, the broker back), so that the next scenario starts healthy.
+
+The controller's supervisor (``newbank.runtime.supervisor``) restarts a dead etcd, Patroni agent or
+broker within a second. A scenario whose point is an outage longer than that (a node lost until the
+replica is promoted, the broker down 30 s, the replica gone 10 s) *holds* the component for it
+(``supervisor.hold``), and says in its timeline when it releases it; after a release it is the
+supervisor, not the scenario, that starts a Patroni agent again.
+
+Blocking calls (HTTP to Patroni, process checks) run in threads: the payment load shares the event
+loop and must not stall.
 """
 
 from __future__ import annotations
@@ -19,17 +26,36 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 
 from newbank.chaos.timeline import Run
-from newbank.runtime import procs
+from newbank.runtime import procs, supervisor
 from newbank.runtime.instances import Instance, load_instances
 from newbank.runtime.patroni_cluster import PatroniNode, PgCluster
 
 Fault = Callable[[Run], Awaitable[None]]
 BROKER_OUTAGE_S = 30.0
-PATRONI_RESTART_AFTER_S = 15.0
+PATRONI_RESTART_AFTER_S = 15.0  # 1c: how long after the promotion the hold on the old primary's Patroni ends
+HOLD_TTL_S = 300.0  # a hold outlives no scenario (and ends with the process that wrote it)
 
 
 def _cluster(run: Run) -> PgCluster:
     return run.target.layout.pg_cluster()
+
+
+def _hold(run: Run, component: str, reason: str) -> None:
+    supervisor.hold(run.target.layout.home, component, reason, HOLD_TTL_S)
+    run.mark(f"hold on {component}", f"the supervisor leaves it down: {reason}")
+
+
+def _release(run: Run, component: str, detail: str = "the supervisor takes over") -> float:
+    supervisor.release(run.target.layout.home, component)
+    return run.mark(f"hold on {component} released", detail)
+
+
+async def _supervisor_restarted(run: Run, node: PatroniNode, killed: int | None, since: float,
+                                timeout_s: float = 30) -> None:
+    """Wait for the controller's supervisor (not this scenario) to start ``node``'s Patroni again."""
+    label = f"supervisor restarted patroni on {node.name}"
+    if await run.wait_for(label, lambda: node.patroni_pid not in (None, killed), timeout_s, 0.1) is not None:
+        run.facts[f"{label} s after release"] = round(run.marks[-1].at - since, 2)
 
 
 def _accepts_writes(cluster: PgCluster, node: PatroniNode) -> bool:
@@ -55,10 +81,17 @@ def _sql(cluster: PgCluster, node: PatroniNode, query: str) -> object:
         conn.close()
 
 
-async def _rejoined(run: Run, cluster: PgCluster, node: PatroniNode, timeout_s: float = 90) -> None:
-    """The node streams again as a replica and is the synchronous standby (acknowledged = on two nodes)."""
-    await run.wait_for(f"{node.name} streaming as replica", node.is_replica, timeout_s)
-    await run.wait_for("synchronous standby back", lambda: any(n.is_sync_standby() for n in cluster.nodes), 60)
+async def _rejoined(run: Run, cluster: PgCluster, node: PatroniNode, timeout_s: float = 90,
+                    since: float | None = None) -> None:
+    """The node streams again as a replica and is the synchronous standby (acknowledged = on two nodes).
+
+    ``since``: a hold's release; the facts then also say how long after it each step came.
+    """
+    steps = [(f"{node.name} streaming as replica", node.is_replica, timeout_s),
+             ("synchronous standby back", lambda: any(n.is_sync_standby() for n in cluster.nodes), 60)]
+    for label, predicate, limit in steps:
+        if await run.wait_for(label, predicate, limit) is not None and since is not None:
+            run.facts[f"{label} s after release"] = round(run.marks[-1].at - since, 2)
 
 
 async def primary_postmaster(run: Run) -> None:
@@ -81,14 +114,20 @@ async def primary_node(run: Run) -> None:
     cluster = _cluster(run)
     node = await asyncio.to_thread(cluster.primary, 10)
     other = next(n for n in cluster.nodes if n is not node)
-    run.facts.update(node=node.name, killed_pid=[node.patroni_pid, node.postmaster_pid])
-    run.fault(f"kill -9 patroni {node.patroni_pid} and postmaster {node.postmaster_pid} of primary {node.name}")
-    cluster.kill_node(node)
-    await run.wait_for(f"{other.name} promoted", other.is_primary, 60)
-    await run.wait_for(f"{other.name} accepts writes", lambda: _accepts_writes(cluster, other), 60, 0.1)
-    run.mark("restarting the lost node", node.name)
-    await asyncio.to_thread(cluster.start_node, node)
-    await _rejoined(run, cluster, node)
+    killed = node.patroni_pid
+    run.facts.update(node=node.name, killed_pid=[killed, node.postmaster_pid])
+    component = f"patroni-{node.name}"
+    # The node is lost (a machine gone has no supervisor): held until the replica has taken over.
+    _hold(run, component, "chaos 1b: the node is lost until the replica is promoted")
+    try:
+        run.fault(f"kill -9 patroni {killed} and postmaster {node.postmaster_pid} of primary {node.name}")
+        cluster.kill_node(node)
+        await run.wait_for(f"{other.name} promoted", other.is_primary, 60)
+        await run.wait_for(f"{other.name} accepts writes", lambda: _accepts_writes(cluster, other), 60, 0.1)
+    finally:
+        released = _release(run, component, "the node is back: the supervisor starts its Patroni")
+    await _supervisor_restarted(run, node, killed, released)
+    await _rejoined(run, cluster, node, since=released)
 
 
 async def primary_patroni(run: Run) -> None:
@@ -97,27 +136,59 @@ async def primary_patroni(run: Run) -> None:
     Without a watchdog nothing stops that postmaster when the leader key expires and the replica is
     promoted, so for a while two nodes accept connections as read-write. Synchronous replication is
     what must keep it from *acknowledging* a write the new primary lacks: its commits wait for a
-    standby that no longer follows it. After the promotion we hold the situation for a few seconds
-    (that is the dangerous window), then start Patroni again on the old node, as its supervisor would:
-    it finds the other leader, demotes its postgres and rewinds it into a replica.
+    standby that no longer follows it. To get that window at all, the agent is *held* down (the
+    supervisor would otherwise start it again within a second, see ``primary_patroni_supervised``);
+    the hold ends ``PATRONI_RESTART_AFTER_S`` after the promotion, and then the controller's
+    supervisor — not this scenario — starts Patroni again: it finds the other leader, demotes its
+    postgres and rewinds it into a replica.
     """
     cluster = _cluster(run)
     node = await asyncio.to_thread(cluster.primary, 10)
     other = next(n for n in cluster.nodes if n is not node)
-    postmaster = node.postmaster_pid
-    run.facts.update(node=node.name, killed_pid=node.patroni_pid, orphan_postmaster=postmaster)
-    run.fault(f"kill -9 patroni {node.patroni_pid} of primary {node.name} (postmaster {postmaster} left running)")
-    procs.kill_pid(node.patroni_pid)
-    await run.wait_for(f"{other.name} promoted", other.is_primary, 60)
-    run.facts["old postmaster alive at promotion"] = procs.pid_alive(postmaster)
-    # Longer than the services' 10 s statement timeout: commits stuck on the old primary get cancelled
-    # (and so committed locally) while it still takes connections — the window where it could lie.
-    await asyncio.sleep(PATRONI_RESTART_AFTER_S)
-    run.facts[f"old postmaster alive {PATRONI_RESTART_AFTER_S:.0f} s after promotion"] = procs.pid_alive(postmaster)
-    run.mark("restarting patroni on the old primary", node.name)
-    await asyncio.to_thread(cluster.start_node, node)
+    postmaster, killed = node.postmaster_pid, node.patroni_pid
+    run.facts.update(node=node.name, killed_pid=killed, orphan_postmaster=postmaster)
+    component = f"patroni-{node.name}"
+    _hold(run, component, "chaos 1c: old primary's agent kept down through the split")
+    try:
+        run.fault(f"kill -9 patroni {killed} of primary {node.name} (postmaster {postmaster} left running)")
+        procs.kill_pid(killed)
+        await run.wait_for(f"{other.name} promoted", other.is_primary, 60)
+        run.facts["old postmaster alive at promotion"] = procs.pid_alive(postmaster)
+        # Longer than the services' 10 s statement timeout: commits stuck on the old primary get cancelled
+        # (and so committed locally) while it still takes connections — the window where it could lie.
+        await asyncio.sleep(PATRONI_RESTART_AFTER_S)
+        run.facts[f"old postmaster alive {PATRONI_RESTART_AFTER_S:.0f} s after promotion"] = procs.pid_alive(postmaster)
+    finally:
+        released = _release(run, component)
+    await _supervisor_restarted(run, node, killed, released)
     await run.wait_for("old postmaster gone (demoted)", lambda: node.postmaster_pid != postmaster, 60)
-    await _rejoined(run, cluster, node)
+    await _rejoined(run, cluster, node, since=released)
+
+
+def _timeline(cluster: PgCluster, node: PatroniNode) -> object:
+    return _sql(cluster, node, "SELECT timeline_id FROM pg_control_checkpoint()")
+
+
+async def primary_patroni_supervised(run: Run) -> None:
+    """1c+: Patroni alone killed on the primary, no hold: the supervisor starts it again within a second
+    or two, long before the leader key's ttl (20 s) expires, so there is no failover at all — the agent
+    takes its running postgres back, the replica keeps following it, and writes never stop."""
+    cluster = _cluster(run)
+    node = await asyncio.to_thread(cluster.primary, 10)
+    other = next(n for n in cluster.nodes if n is not node)
+    postmasters = {n.name: n.postmaster_pid for n in cluster.nodes}
+    timeline = await asyncio.to_thread(_timeline, cluster, node)
+    killed = node.patroni_pid
+    run.facts.update(node=node.name, killed_pid=killed, postmaster=postmasters[node.name], timeline=timeline)
+    run.fault(f"kill -9 patroni {killed} of primary {node.name} (postmaster {postmasters[node.name]} left running)")
+    procs.kill_pid(killed)
+    await _supervisor_restarted(run, node, killed, run.fault_at, timeout_s=20)
+    await run.wait_for(f"{node.name} leader again (lease renewed)", node.is_primary, 30)
+    await run.wait_for("synchronous standby back", lambda: any(n.is_sync_standby() for n in cluster.nodes), 60)
+    run.facts["failover"] = other.is_primary() or await asyncio.to_thread(_timeline, cluster, node) != timeline
+    run.facts["postmasters unchanged"] = {n.name: n.postmaster_pid for n in cluster.nodes} == postmasters
+    if run.facts["failover"] or not run.facts["postmasters unchanged"]:
+        run.findings.append(f"the agent's restart was not transparent: {run.facts}")
 
 
 def _queues(run: Run) -> dict[str, dict[str, int]]:
@@ -144,13 +215,18 @@ def broker_outage(empty: bool) -> Fault:
     async def fault(run: Run) -> None:
         rabbit = run.target.layout.rabbitmq()
         run.facts.update(killed_pid=rabbit.pid, outage_s=BROKER_OUTAGE_S, started_empty=empty)
-        run.fault(f"rabbitmq {rabbit.pid} stopped for {BROKER_OUTAGE_S:.0f} s")
-        await asyncio.to_thread(rabbit.stop)
-        run.mark("rabbitmq down")
-        await asyncio.sleep(max(0.0, BROKER_OUTAGE_S - run.since_fault()))
-        run.mark("rabbitmq starting", "with an empty data folder" if empty else "with its data")
-        await asyncio.to_thread(rabbit.start, empty=empty)
-        run.facts["broker_back_at"] = run.mark("rabbitmq back")
+        # A controlled outage: held, or the supervisor would start the broker again at once.
+        _hold(run, "rabbitmq", f"chaos 2{'b' if empty else 'a'}: broker down {BROKER_OUTAGE_S:.0f} s")
+        try:
+            run.fault(f"rabbitmq {rabbit.pid} stopped for {BROKER_OUTAGE_S:.0f} s")
+            await asyncio.to_thread(rabbit.stop)
+            run.mark("rabbitmq down")
+            await asyncio.sleep(max(0.0, BROKER_OUTAGE_S - run.since_fault()))
+            run.mark("rabbitmq starting", "with an empty data folder" if empty else "with its data")
+            await asyncio.to_thread(rabbit.start, empty=empty)
+            run.facts["broker_back_at"] = run.mark("rabbitmq back")
+        finally:
+            _release(run, "rabbitmq")
         await run.wait_for("consumers re-attached", lambda: _consumers_back(run), 60)
 
     return fault
@@ -241,17 +317,22 @@ async def replica(run: Run) -> None:
     node = await asyncio.to_thread(cluster.replica, 10)
     primary = next(n for n in cluster.nodes if n is not node)
     run.facts.update(node=node.name, killed_pid=[node.patroni_pid, node.postmaster_pid])
-    run.fault(f"kill -9 patroni {node.patroni_pid} and postmaster {node.postmaster_pid} of replica {node.name}")
-    cluster.kill_node(node)
-    # Patroni (synchronous_mode_strict off) empties synchronous_standby_names on the primary, so its
-    # commits stop waiting for the lost standby; until then they would hang.
-    await run.wait_for("primary no longer waits for a standby",
-                       lambda: _sql(cluster, primary, "SHOW synchronous_standby_names") == "", 60)
-    await asyncio.sleep(max(0.0, 10 - run.since_fault()))
-    run.facts["primary unchanged"] = primary.is_primary()
-    lsn = await asyncio.to_thread(_sql, cluster, primary, "SELECT pg_current_wal_lsn()::text")
-    run.mark("restarting the replica", f"{node.name}; primary at WAL {lsn}")
-    await asyncio.to_thread(cluster.start_node, node)
+    component = f"patroni-{node.name}"
+    _hold(run, component, "chaos 5: the replica stays lost for 10 s")
+    try:
+        run.fault(f"kill -9 patroni {node.patroni_pid} and postmaster {node.postmaster_pid} of replica {node.name}")
+        cluster.kill_node(node)
+        # Patroni (synchronous_mode_strict off) empties synchronous_standby_names on the primary, so its
+        # commits stop waiting for the lost standby; until then they would hang.
+        await run.wait_for("primary no longer waits for a standby",
+                           lambda: _sql(cluster, primary, "SHOW synchronous_standby_names") == "", 60)
+        await asyncio.sleep(max(0.0, 10 - run.since_fault()))
+        run.facts["primary unchanged"] = primary.is_primary()
+        lsn = await asyncio.to_thread(_sql, cluster, primary, "SELECT pg_current_wal_lsn()::text")
+        run.mark("restarting the replica", f"{node.name}; primary at WAL {lsn}")
+        await asyncio.to_thread(cluster.start_node, node)
+    finally:
+        _release(run, component)
     await _rejoined(run, cluster, node)
     caught_up = f"SELECT bool_or(replay_lsn >= '{lsn}'::pg_lsn) FROM pg_stat_replication"
     await run.wait_for("replica caught up (replayed past the restart point)",
@@ -262,6 +343,7 @@ FAULTS: dict[str, Fault] = {
     "primary-postmaster": primary_postmaster,
     "primary-node": primary_node,
     "primary-patroni": primary_patroni,
+    "primary-patroni-supervised": primary_patroni_supervised,
     "broker-outage": broker_outage(empty=False),
     "broker-outage-empty": broker_outage(empty=True),
     "transaction-instance": transaction_instance,

@@ -38,8 +38,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              faults.primary_postmaster, unavailability_limit_s=5.0),
     Scenario("primary-node", "1b", "kill -9 the whole primary node (Patroni + postmaster): replica promoted",
              faults.primary_node, unavailability_limit_s=30.0),
-    Scenario("primary-patroni", "1c", "kill -9 Patroni alone on the primary (its postmaster keeps running)",
-             faults.primary_patroni),
+    Scenario("primary-patroni", "1c", "kill -9 Patroni alone on the primary, held down through a failover; "
+             "then the supervisor restarts it", faults.primary_patroni),
+    Scenario("primary-patroni-supervised", "1c+", "kill -9 Patroni alone on the primary; the supervisor "
+             "restarts it before its leader key expires (no failover)", faults.primary_patroni_supervised,
+             unavailability_limit_s=1.0),
     Scenario("broker-outage", "2a", "RabbitMQ down 30 s, back with its data",
              faults.broker_outage(empty=False), drain_limit_s=60.0),
     Scenario("broker-outage-empty", "2b", "RabbitMQ down 30 s, back with its data folder lost",
