@@ -60,6 +60,21 @@ class PatroniNode:
         return self.root.parent / f"{self.name}.patroni.pid"
 
     @property
+    def reaper_pid_file(self) -> Path:
+        """The PID of the subreaper Patroni runs under (``newbank.runtime.reaper``)."""
+        return self.root.parent / f"{self.name}.reaper.pid"
+
+    @property
+    def reaper_pids(self) -> list[int]:
+        """The live reapers of this node: the current one first, then earlier ones that still hold the
+        postmaster an earlier (killed) Patroni left running."""
+        try:
+            words = self.reaper_pid_file.read_text().split()
+        except OSError:
+            return []
+        return [int(w) for w in words if w.isdigit() and procs.pid_alive(int(w))]
+
+    @property
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 

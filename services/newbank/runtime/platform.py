@@ -274,6 +274,8 @@ def running_pids(layout: Layout) -> dict[str, int]:
     for node in cluster.nodes:
         candidates[f"patroni {node.name}"] = node.patroni_pid
         candidates[f"postmaster {node.name}"] = node.postmaster_pid
+        for i, reaper in enumerate(node.reaper_pids):
+            candidates[f"patroni reaper {node.name}" + (f" ({i})" if i else "")] = reaper
     for inst in load_instances(layout):
         candidates[inst.name] = inst.pid if inst.alive() else None
     return {name: pid for name, pid in candidates.items() if pid}

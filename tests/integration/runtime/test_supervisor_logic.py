@@ -1,4 +1,5 @@
-"""The infrastructure supervisor's rules on stand-in processes (``sleep``): restart, hold, backoff, lock.
+"""The infrastructure supervisor's rules on stand-in processes (``sleep``): restart, hold, backoff, lock;
+and the reaper Patroni runs under (orphans reaped at once, Patroni woken, kept while it holds one).
 
 Seconds, no platform: the components are ``sleep`` processes with a PID file, the clock is a fake one
 where the rule is about time. ``test_supervisor.py`` runs the same code inside a real ``newbank up``.
@@ -7,15 +8,21 @@ where the rule is about time. ``test_supervisor.py`` runs the same code inside a
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from newbank.runtime import procs, supervisor
 from newbank.runtime.layout import Layout
+from newbank.runtime.patroni_cluster import REAPER
+from newbank.runtime.reaper import children_of
 from newbank.runtime.supervisor import Component, InfraSupervisor, active_hold, component_lock, hold, release
 
 
@@ -173,3 +180,76 @@ def test_tick_restarts_in_the_background(tmp_path: Path) -> None:
         assert sleeper.pid() and sup.status()["etcd"]["restarts"] == 1
     finally:
         _stop(sleeper)
+
+
+# ---------------------------------------------------------------------------------------- reaper.py
+class _Wakes(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_PATCH(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.seen.append(("PATCH", self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_reaper_reaps_an_orphan_at_once_wakes_patroni_and_outlives_its_child_while_it_holds_one(
+    tmp_path: Path,
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Wakes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # The "Patroni": starts an orphan (a "postmaster", double-forked like Patroni's) and prints its PID.
+    script = (
+        "import subprocess, sys, time; p = subprocess.Popen(['sh', '-c', 'sleep 600 & echo $!'],"
+        " stdout=subprocess.PIPE); print(p.stdout.readline().decode().strip(), flush=True); p.wait(); time.sleep(600)"
+    )
+    out = tmp_path / "out"
+    reaper = procs.spawn(
+        [
+            sys.executable,
+            str(REAPER),
+            "--wake",
+            f"http://127.0.0.1:{server.server_port}",
+            "--",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        out,
+    )
+    try:
+        for _ in range(100):
+            if out.exists() and out.read_text().strip():
+                break
+            time.sleep(0.05)
+        orphan = int(out.read_text().split()[0])
+        child = children_of(reaper.pid)
+        assert orphan in child and len(child) == 2  # the "Patroni" and the orphan it left with us
+        patroni = next(pid for pid in child if pid != orphan)
+        os.kill(patroni, signal.SIGKILL)  # chaos 1c: the agent dies, its postmaster stays
+        time.sleep(0.3)
+        assert reaper.poll() is None and _state(orphan) == "S"  # still held by the reaper
+        os.kill(orphan, signal.SIGKILL)  # chaos 1a under the next agent: the postmaster dies
+        t0 = time.monotonic()
+        while _state(orphan) != "gone" and time.monotonic() - t0 < 2:
+            time.sleep(0.005)
+        assert time.monotonic() - t0 < 0.2, "the orphan stayed a zombie"
+        assert reaper.wait(timeout=5) == 128 + signal.SIGKILL  # nothing left: exits with its child's status
+        for _ in range(100):
+            if _Wakes.seen:
+                break
+            time.sleep(0.02)
+        assert ("PATCH", "/config", b'{"postgresql": {}}') in _Wakes.seen
+    finally:
+        procs.stop_pid(reaper.pid, timeout_s=2)
+        server.shutdown()
