@@ -33,7 +33,6 @@ from newbank.observability import (
 from newbank.settings import Settings, get_settings
 
 log = logging.getLogger("newbank.service")
-REDRIVE_MARGIN_S = 30.0  # see create_service_app: events re-sent after a broker lost its data
 
 
 @dataclass
@@ -153,9 +152,9 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
             batch_size=settings.outbox_batch_size,
             coalesce_s=settings.outbox_coalesce_ms / 1000,
         )
-        # A broker back without its data lost what it held: re-drive what was published in the
-        # REDRIVE_MARGIN_S before it went away (consumers lag far less), the inbox drops repeats.
-        broker.on_data_lost(lambda lost_at: relay.republish(lost_at - REDRIVE_MARGIN_S, lost_at))
+        # A broker back without its data lost what it held: re-drive what was published from
+        # redrive_margin_s before it went away (longer than consumers lag) until now.
+        broker.on_data_lost(lambda lost_at: relay.republish(lost_at - settings.redrive_margin_s))
         resolver = (
             spec.key_resolver(settings, db)
             if spec.key_resolver

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = 0.5
     outbox_coalesce_ms: int = Field(default=10, ge=0, le=1000)
     outbox_batch_size: int = 200
+    # After the broker came back without its data: events published from this long before the
+    # connection was lost are sent again. It must exceed the consumers' worst lag before the outage.
+    redrive_margin_s: float = Field(default=30.0, ge=0)
     consumer_prefetch: int = 64
     consumer_max_retries: int = 5
     consumer_retry_base_delay_ms: int = 200

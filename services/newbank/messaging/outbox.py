@@ -137,17 +137,19 @@ class OutboxRelay:
         OUTBOX_PUBLISHED.inc(len(rows))
         return len(rows)
 
-    async def republish(self, since: float, until: float) -> int:
-        """Send again every event published between ``since`` and ``until`` (wall clock): the broker
-        lost them. What was published after ``until`` went to the broker as it is now.
+    async def republish(self, since: float) -> int:
+        """Send again every event published since ``since`` (wall clock): the broker lost them.
+
+        Up to now, not up to this process's own disconnect: the services sharing this database lost
+        their connections at different moments of the broker's shutdown (a graceful stop takes
+        seconds), and the one that re-drives for all of them may have been the first to go. Events
+        that already reached the new broker are sent twice; the consumers' inbox drops repeats.
 
         Returns how many rows went back to pending; the relay picks them up at once.
         """
         status = await self.db.primary.execute(
-            "UPDATE outbox_event SET published_at = NULL"
-            " WHERE published_at BETWEEN to_timestamp($1) AND to_timestamp($2)",
+            "UPDATE outbox_event SET published_at = NULL WHERE published_at >= to_timestamp($1)",
             since,
-            until,
         )
         self.wake()
         count = int(status.rsplit(" ", 1)[-1])
