@@ -79,7 +79,8 @@ def test_primary_patroni_killed_and_supervised(chaos_target: Target, chaos_world
     before its leader key (ttl 20 s) expires; no failover, the same postmasters, writes never stop."""
     result = _run(chaos_target, chaos_world, "primary-patroni-supervised")
     node = result.run.facts["node"]
-    assert result.run.recovery_s[f"supervisor restarted patroni on {node}"] < 5
+    # Measured 0.2-0.6 s; bound at half the leader key's ttl (20 s) so a busy CI machine does not flake.
+    assert result.run.recovery_s[f"supervisor restarted patroni on {node}"] < 10
     assert result.run.facts["failover"] is False and result.run.facts["postmasters unchanged"] is True
 
 
@@ -101,7 +102,7 @@ def test_primary_patroni_killed(chaos_target: Target, chaos_world: World) -> Non
     result = _run(chaos_target, chaos_world, "primary-patroni")
     node = result.run.facts["node"]
     assert f"supervisor restarted patroni on {node}" in result.run.recovery_s
-    assert result.run.facts[f"supervisor restarted patroni on {node} s after release"] < 5  # type: ignore[operator]
+    assert result.run.facts[f"supervisor restarted patroni on {node} s after release"] < 10  # type: ignore[operator]
 
 
 def test_down_leaves_no_process(chaos_platform: Any) -> None:

@@ -78,7 +78,7 @@ def test_killed_patroni_agents_are_restarted_before_any_failover(platform: Local
         old = _kill(node.patroni_pid)
         took = _until(lambda node=node, old=old: node.patroni_pid not in (None, old), 10)
         print(f"patroni {node.name} restarted {took:.1f} s after kill -9")
-        assert took < 5  # far inside the leader key's ttl (20 s)
+        assert took < 10  # measured 0.1-0.6 s; bound at half the leader key's ttl (20 s) for a busy CI machine
         # The restarted agent takes its running postgres back (a leader first renews its lease).
         _until(primary.is_primary if node is primary else replica.is_replica, 30)
     # No failover, nothing restarted: the same node leads, the other follows as the synchronous standby.
