@@ -61,12 +61,17 @@ def _restarts(platform: LocalPlatform) -> dict[str, int]:
 
 
 def test_killed_etcd_is_restarted(platform: LocalPlatform) -> None:
-    etcd = platform.layout.etcd()
+    etcd, cluster = platform.layout.etcd(), platform.layout.pg_cluster()
+    cluster.wait_sync(timeout_s=60)
+    primary = cluster.primary()
+    postmasters = {n.name: n.postmaster_pid for n in cluster.nodes}
     old = _kill(etcd.pid)
     took = _until(lambda: etcd.pid not in (None, old) and etcd.healthy(), 20)
     print(f"etcd back and healthy {took:.1f} s after kill -9")
-    cluster = platform.layout.pg_cluster()
     _until(lambda: sorted(str(r) for r in cluster.roles().values()) == ["primary", "replica"], 60)
+    # Back within Patroni's retry_timeout (5 s): the leader never lost its key, nothing was demoted.
+    assert primary.is_primary()
+    assert {n.name: n.postmaster_pid for n in cluster.nodes} == postmasters
 
 
 def test_killed_patroni_agents_are_restarted_before_any_failover(platform: LocalPlatform) -> None:
@@ -103,6 +108,7 @@ def test_a_held_broker_stays_down_until_released(platform: LocalPlatform) -> Non
 
 
 def test_status_counts_the_restarts(platform: LocalPlatform) -> None:
+    print(platform.cli("status").stdout)
     restarts = _restarts(platform)
     assert restarts["etcd"] >= 1 and restarts["rabbitmq"] >= 1
     assert restarts["postgresql pg0"] >= 1 and restarts["postgresql pg1"] >= 1
