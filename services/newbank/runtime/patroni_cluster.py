@@ -247,7 +247,8 @@ class PgCluster:
         """
         if node.patroni_pid:
             return node.patroni_pid
-        procs.reap(procs.read_pid(node.reaper_pid_file) or 0)  # an earlier one we started, now a zombie
+        for pid in node.reaper_pids_recorded:  # earlier ones this process started are its zombies once exited
+            procs.reap(pid)
         earlier = node.reaper_pids  # still holding a postmaster a killed Patroni left behind
         self._prepare_node(node)
         env = {

@@ -65,14 +65,19 @@ class PatroniNode:
         return self.root.parent / f"{self.name}.reaper.pid"
 
     @property
-    def reaper_pids(self) -> list[int]:
-        """The live reapers of this node: the current one first, then earlier ones that still hold the
-        postmaster an earlier (killed) Patroni left running."""
+    def reaper_pids_recorded(self) -> list[int]:
+        """Every reaper PID in the file, alive or not."""
         try:
             words = self.reaper_pid_file.read_text().split()
         except OSError:
             return []
-        return [int(w) for w in words if w.isdigit() and procs.pid_alive(int(w))]
+        return [int(w) for w in words if w.isdigit()]
+
+    @property
+    def reaper_pids(self) -> list[int]:
+        """The live reapers of this node: the current one first, then earlier ones that still hold the
+        postmaster an earlier (killed) Patroni left running."""
+        return [pid for pid in self.reaper_pids_recorded if procs.pid_alive(pid)]
 
     @property
     def rest_url(self) -> str:
