@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from newbank.runtime import procs
@@ -309,8 +310,7 @@ class PgCluster:
         """Create the service role and the two databases (idempotent)."""
         import psycopg2  # imported here: only the runtime needs it
 
-        conn = psycopg2.connect(self.superuser_dsn("postgres", self.primary(timeout_s=30)))
-        conn.autocommit = True
+        conn = self._writable_primary_connection(psycopg2)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,))
@@ -322,6 +322,32 @@ class PgCluster:
                         cur.execute(f'CREATE DATABASE "{db}" OWNER "{self.user}"')
         finally:
             conn.close()
+
+    def _writable_primary_connection(self, psycopg2: Any, timeout_s: float = 60) -> Any:
+        """A connection to the leader once it accepts writes.
+
+        On a restart of an existing cluster Patroni's ``/primary`` answers 200 as soon as the node holds
+        the leader key, a moment before its postgres has left recovery; an ``ALTER ROLE`` then failed
+        with "read-only transaction" and ``newbank up`` with it (seen twice in a row here).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            conn = None
+            try:
+                conn = psycopg2.connect(self.superuser_dsn("postgres", self.primary(timeout_s=30)))
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_is_in_recovery()")
+                    if not cur.fetchone()[0]:
+                        return conn
+            except psycopg2.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+            if conn is not None:
+                conn.close()
+            if time.monotonic() >= deadline:
+                raise LookupError("the PostgreSQL leader did not leave recovery")
+            time.sleep(0.3)
 
     def kill_node(self, node: PatroniNode) -> None:
         """Crash a whole member: Patroni and its postmaster, SIGKILL (chaos tests)."""
