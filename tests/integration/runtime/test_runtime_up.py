@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import psycopg2
 import pytest
-from local_platform import LocalPlatform
+from local_platform import LocalPlatform, running_platform
 
 from newbank.runtime import cgroups, procs
 from newbank.runtime.instances import load_instances
@@ -33,15 +33,8 @@ SERVICES = ("accounts", "transactions", "partners", "cashback")
 @pytest.fixture(scope="module")
 def platform() -> Iterator[LocalPlatform]:
     """A platform of this module's own: the last test takes it down."""
-    plat = LocalPlatform()
-    try:
-        t0 = time.monotonic()
-        result = plat.cli("up")
-        print(result.stdout, result.stderr, f"up took {time.monotonic() - t0:.1f} s", sep="\n")
-        assert result.returncode == 0, result.stdout + result.stderr
+    with running_platform() as plat:
         yield plat
-    finally:
-        plat.tear_down()
 
 
 def test_up_reports_every_component_ready(platform: LocalPlatform) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from local_platform import LocalPlatform
+from local_platform import LocalPlatform, running_platform
 
 from newbank.runtime import procs
 from newbank.runtime.platform import running_pids
@@ -25,15 +25,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[LocalPlatform]:
-    plat = LocalPlatform(standin=True)
-    try:
-        t0 = time.monotonic()
-        result = plat.cli("up")
-        print(result.stdout, result.stderr, f"up took {time.monotonic() - t0:.1f} s", sep="\n")
-        assert result.returncode == 0, result.stdout + result.stderr
+    with running_platform(standin=True) as plat:
         yield plat
-    finally:
-        plat.tear_down()
 
 
 def _until(check: Callable[[], object], timeout_s: float, interval_s: float = 0.1) -> float:
