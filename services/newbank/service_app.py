@@ -174,6 +174,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
                 broker,
                 consumer_name=f"{spec.name}:{consumer_spec.queue.name}",
                 prefetch=settings.consumer_prefetch,
+                batch_size=settings.consumer_batch_size,
                 max_retries=settings.consumer_max_retries,
                 retry_base_delay_ms=settings.consumer_retry_base_delay_ms,
             )

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # connection was lost are sent again. It must exceed the consumers' worst lag before the outage.
     redrive_margin_s: float = Field(default=30.0, ge=0)
     consumer_prefetch: int = 64
+    # Events applied in one transaction at most (those that arrived while the previous one ran).
+    consumer_batch_size: int = Field(default=64, ge=1)
     consumer_max_retries: int = 5
     consumer_retry_base_delay_ms: int = 200
     idempotency_retention_h: int = 48

@@ -1,5 +1,10 @@
 """Idempotent consumers: the inbox row and the effect commit together, then the message is acked.
 
+Messages that arrive while a transaction is running are applied together in the next one (up to
+``batch_size``): one connection, one bulk inbox insert and one synchronous commit for the lot instead of
+one each, which is most of a consumer's cost under load. A batch that fails as a whole is applied
+again message by message, so one bad event never holds back or poisons the others.
+
 A redelivery (consumer killed between commit and ack, the same event published twice, a replayed
 outbox row) finds its inbox row and changes nothing. Failures are sorted in three:
 - transient (database failing over, broker hiccup): the message goes back to the queue after a pause,
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -66,6 +72,7 @@ class InboxConsumer:
         *,
         consumer_name: str,
         prefetch: int = 64,
+        batch_size: int = 64,
         max_retries: int = 5,
         retry_base_delay_ms: int = 200,
     ) -> None:
@@ -74,8 +81,11 @@ class InboxConsumer:
         self.broker = broker
         self.consumer_name = consumer_name
         self.prefetch = prefetch
+        self.batch_size = max(1, batch_size)
         self.max_retries = max_retries
         self.retry_base_delay_ms = retry_base_delay_ms
+        self._arrived: deque[AbstractIncomingMessage] = deque()
+        self._draining = False
 
     async def start(self, connection: AbstractConnection) -> None:
         channel = await connection.channel()
@@ -120,21 +130,115 @@ class InboxConsumer:
         return True
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
+        """aio-pika calls this in a task per delivery: the first one drains what has arrived, in
+        delivery order, batch after batch; the others only queue their message."""
+        self._arrived.append(message)
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._arrived:
+                count = min(len(self._arrived), self.batch_size)
+                batch = [self._arrived.popleft() for _ in range(count)]
+                try:
+                    await self._handle_batch(batch)
+                except Exception:
+                    # A bug here must not leave the batch unacked for the channel's lifetime.
+                    log.exception("batch not handled, requeued", extra={"queue": self.spec.queue.name})
+                    for message in batch:
+                        await _settle(message.nack(requeue=True))  # those settled already are skipped
+        finally:
+            self._draining = False
+
+    async def _handle_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+        ready: list[tuple[AbstractIncomingMessage, Event, Handler]] = []
+        for message in messages:
+            try:
+                event = parse_event(message.body)
+                ready.append((message, event, self._check(event)))
+            except (MalformedEvent, PermanentEventError) as exc:
+                await self._retry_or_dead_letter(message, f"{exc.__class__.__name__}: {exc}")
+        if len(ready) == 1:
+            message, event, _ = ready[0]
+            await self._settle_one(message, event)
+        elif ready:
+            await self._settle_batch(ready)
+
+    async def _settle_batch(self, ready: list[tuple[AbstractIncomingMessage, Event, Handler]]) -> None:
         queue = self.spec.queue.name
         try:
-            event = parse_event(message.body)
+            applied = await self._apply_batch(ready)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("transient failure, %d requeued: %r", len(ready), exc, extra={"queue": queue})
+            EVENTS_CONSUMED.labels(queue, "requeued").inc(len(ready))
+            await asyncio.sleep(1.0)
+            for message, _, _ in ready:
+                await _settle(message.nack(requeue=True))
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A poison event, or a collision with a competing consumer: nothing was committed.
+            # One by one, each gets its own outcome (applied, retried in place, or retried/dead-lettered).
+            log.info("batch of %d failed (%r), applied one by one", len(ready), exc, extra={"queue": queue})
+            for message, event, _ in ready:
+                await self._settle_one(message, event)
+            return
+        EVENTS_CONSUMED.labels(queue, "applied").inc(applied)
+        if len(ready) > applied:
+            EVENTS_CONSUMED.labels(queue, "duplicate").inc(len(ready) - applied)
+        await _ack_all([message for message, _, _ in ready])
+
+    async def _apply_batch(self, ready: list[tuple[AbstractIncomingMessage, Event, Handler]]) -> int:
+        """One transaction for the lot; returns how many events were applied (the rest were repeats)."""
+        ids = [event.id for _, event, _ in ready]
+        async with self.db.primary.acquire() as conn, conn.transaction():
+            fresh = {
+                row["event_id"]
+                for row in await conn.fetch(
+                    "INSERT INTO inbox_event (consumer, event_id, event_type)"
+                    " SELECT $1, e.id, e.type FROM unnest($2::uuid[], $3::text[]) AS e(id, type)"
+                    " ON CONFLICT DO NOTHING RETURNING event_id",
+                    self.consumer_name,
+                    ids,
+                    [event.type for _, event, _ in ready],
+                )
+            }
+            if not fresh:
+                # Only repeats: write anyway, so the commit waits for the synchronous standby (see process()).
+                await conn.execute(
+                    "UPDATE inbox_event SET processed_at = processed_at"
+                    " WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
+                    self.consumer_name,
+                    ids,
+                )
+            applied = 0
+            for _, event, handler in ready:
+                if event.id in fresh:
+                    fresh.discard(event.id)  # the same event twice in one batch is applied once
+                    await handler(conn, event)
+                    applied += 1
+        if applied and self.spec.after_commit is not None:
+            self.spec.after_commit()
+        return applied
+
+    async def _settle_one(self, message: AbstractIncomingMessage, event: Event) -> None:
+        queue = self.spec.queue.name
+        try:
             applied = await self.process(event)
         except _RETRY_IN_PLACE as exc:
             log.warning("transient failure, requeued: %r", exc, extra={"queue": queue})
             EVENTS_CONSUMED.labels(queue, "requeued").inc()
             await asyncio.sleep(1.0)
-            await message.nack(requeue=True)
+            await _settle(message.nack(requeue=True))
             return
-        except (MalformedEvent, PermanentEventError, Exception) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
             await self._retry_or_dead_letter(message, f"{exc.__class__.__name__}: {exc}")
             return
         EVENTS_CONSUMED.labels(queue, "applied" if applied else "duplicate").inc()
-        await message.ack()
+        await _settle(message.ack())
 
     async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         queue = self.spec.queue
@@ -163,6 +267,29 @@ class InboxConsumer:
             await message.nack(requeue=True)
             return
         await message.ack()
+
+
+async def _settle(ack: Awaitable[None]) -> None:
+    """Ack or nack; on a channel that has closed meanwhile the broker redelivers the message anyway
+    (and the inbox drops the repeat), so that is logged, not raised."""
+    try:
+        await ack
+    except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError, RuntimeError) as exc:
+        log.info("ack/nack not sent, the message will be redelivered: %r", exc)
+
+
+async def _ack_all(messages: list[AbstractIncomingMessage]) -> None:
+    """One ``multiple`` ack when the batch came on one channel: it is drained in delivery order, so
+    every earlier delivery on that channel is settled already."""
+    try:
+        channels = {id(message.channel) for message in messages}
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        channels = set()  # a channel has closed: ack one by one what can still be acked
+    if len(channels) == 1:
+        await _settle(messages[-1].ack(multiple=True))
+    else:
+        for message in messages:
+            await _settle(message.ack())
 
 
 def _copy(
