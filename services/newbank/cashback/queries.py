@@ -61,21 +61,27 @@ SELECT CASE WHEN $13::text IS NOT NULL THEN outbox_add($13, 'cashback', $14::jso
 """
 
 # The account and a page of its entries (newest first) in one round trip. Entries with status
-# 'none' earned nothing and are not listed.
+# 'none' earned nothing and are not listed. The page comes as JSON text, sent as it is (no decoding
+# and re-encoding in Python), with what the next page's cursor needs: the oldest entry's key.
 ACCOUNT_WITH_ENTRIES = """
 SELECT a.account_id, a.customer_id, a.currency, a.balance,
-       COALESCE((
+       COALESCE(page.entries, '[]') AS entries, COALESCE(page.size, 0) AS size,
+       page.last_created_at, page.last_payment_id
+  FROM cashback_account a
+  LEFT JOIN LATERAL (
          SELECT jsonb_agg(jsonb_build_object(
                   'payment_id', e.payment_id, 'merchant_id', e.merchant_id,
                   'amount', e.earned - e.reversed_amount, 'earned', e.earned,
                   'reversed_amount', e.reversed_amount, 'status', e.status,
-                  'created_at', rfc3339(e.created_at)) ORDER BY e.created_at DESC, e.payment_id DESC)
+                  'created_at', rfc3339(e.created_at)) ORDER BY e.created_at DESC, e.payment_id DESC)::text AS entries,
+                count(*) AS size,
+                rfc3339(min(e.created_at)) AS last_created_at,
+                (array_agg(e.payment_id ORDER BY e.created_at, e.payment_id))[1] AS last_payment_id
            FROM (SELECT * FROM cashback_entry e
                   WHERE e.account_id = a.account_id AND e.status <> 'none'
                     AND ($2::timestamptz IS NULL OR (e.created_at, e.payment_id) < ($2, $3::uuid))
                   ORDER BY e.created_at DESC, e.payment_id DESC
-                  LIMIT $4) e), '[]'::jsonb) AS entries
-  FROM cashback_account a
+                  LIMIT $4) e) page ON true
  WHERE a.account_id = $1
 """
 

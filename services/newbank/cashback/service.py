@@ -40,34 +40,25 @@ def decode_cursor(cursor: str | None) -> tuple[datetime | None, UUID | None]:
 
 async def account_view(
     db: Database, principal: Principal, account_id: UUID, *, limit: int, cursor: str | None
-) -> dict[str, Any]:
-    """The balance and a page of entries, newest first; a customer sees only its own accounts."""
+) -> bytes:
+    """The balance and a page of entries, newest first, as the response body; a customer sees only
+    its own accounts. The entries are the database's JSON, embedded as they are."""
     after_created, after_payment = decode_cursor(cursor)
     row = await db.primary.fetchrow(queries.ACCOUNT_WITH_ENTRIES, account_id, after_created, after_payment, limit)
     if row is None or not _may_see(principal, row["customer_id"]):
         raise errors.account_not_found()
-    entries = row["entries"]
     next_cursor = None
-    if len(entries) == limit:
-        next_cursor = encode_cursor(entries[-1]["created_at"], entries[-1]["payment_id"])
-    return {
-        "account_id": str(row["account_id"]),
-        "currency": row["currency"],
-        "balance": row["balance"],
-        "entries": [
-            {
-                "payment_id": e["payment_id"],
-                "merchant_id": e["merchant_id"],
-                "amount": e["amount"],
-                "earned": e["earned"],
-                "reversed_amount": e["reversed_amount"],
-                "status": e["status"],
-                "created_at": e["created_at"],
-            }
-            for e in entries
-        ],
-        "next_cursor": next_cursor,
-    }
+    if row["size"] == limit:
+        next_cursor = encode_cursor(row["last_created_at"], str(row["last_payment_id"]))
+    return orjson.dumps(
+        {
+            "account_id": str(row["account_id"]),
+            "currency": row["currency"],
+            "balance": row["balance"],
+            "entries": orjson.Fragment(row["entries"]),
+            "next_cursor": next_cursor,
+        }
+    )
 
 
 async def redeem(
