@@ -72,7 +72,7 @@ CATEGORIES: dict[str, str] = {
     "asyncpg pool reset on release (an extra round trip per request)": "Connection.reset (",
     "sync FastAPI dependency → thread-pool hop": "run_in_threadpool (",
     "auth (key resolution)": "newbank/auth.py",
-    "inbox consumer (BEGIN … COMMIT per event)": "InboxConsumer.",
+    "inbox consumer (one transaction per batch of waiting events)": "InboxConsumer.",
     "outbox relay": "OutboxRelay.",
     "RabbitMQ I/O (aiormq)": "aiormq/",
     "HTTP requests, all of their handling": "MetricsMiddleware.__call__ (",

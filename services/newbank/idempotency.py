@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 from fastapi import Depends, Header
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from newbank.errors import PROBLEM_JSON, ProblemError
 
@@ -58,10 +58,12 @@ class Outcome:
     def from_sql(cls, result: dict[str, Any]) -> Outcome:
         return cls(int(result["status"]), result["body"], bool(result.get("replayed")))
 
-    def response(self) -> JSONResponse:
+    def response(self) -> Response:
+        """Serialised with orjson: starlette's JSONResponse uses the standard library's json, which
+        showed in the payment's profile."""
         headers = {"Idempotent-Replayed": "true"} if self.replayed else {}
         media_type = PROBLEM_JSON if self.status >= 400 else "application/json"
-        return JSONResponse(self.body, status_code=self.status, headers=headers, media_type=media_type)
+        return Response(orjson.dumps(self.body), status_code=self.status, headers=headers, media_type=media_type)
 
 
 # Outcomes kept for replay: those decided on the money. A request refused as invalid (unknown

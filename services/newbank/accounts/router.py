@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from newbank.accounts import service
 from newbank.accounts.dependencies import AdminCaller, BaseCurrency, ClientAddress, KeyResolverDep, QuoteCurrency
@@ -78,7 +78,7 @@ async def make_deposit(
     request: Request,
     account_id: UUID,
     body: DepositCreate,
-) -> JSONResponse:
+) -> Response:
     outcome = await service.deposit(ctx.db, principal, idempotency_key, request.url.path, account_id, body)
     return outcome.response()
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from newbank.auth import CustomerOrAdmin, CustomerPrincipal
 from newbank.cashback import service
@@ -52,7 +52,7 @@ async def redeem_cashback(
     db: Db,
     relay: Relay,
     request: Request,
-) -> JSONResponse:
+) -> Response:
     outcome = await service.redeem(db, principal, account_id, redemption, key, request.url.path)
     if outcome.status == 202 and not outcome.replayed:
         relay.wake()  # the event leaves now, not at the next poll

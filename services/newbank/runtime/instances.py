@@ -8,12 +8,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from newbank.runtime import cgroups, procs
 from newbank.runtime.jsonlog import uvicorn_log_config
 from newbank.runtime.layout import DATABASE_OF, Layout
+from newbank.settings import Settings
 
 
 @dataclass
@@ -67,12 +69,21 @@ def admin_token(layout: Layout) -> str:
     return os.environ.get("NEWBANK_ADMIN_TOKEN") or layout.admin_token_file.read_text().strip()
 
 
+def tuning_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The service settings given to ``newbank up`` (``NEWBANK_CONSUMER_PREFETCH=256 newbank up``):
+    any ``NEWBANK_*`` variable that names a field of newbank.settings.Settings. Where the platform
+    is (URLs, credentials, identity) is the runtime's own and overrides these."""
+    fields = {f"NEWBANK_{name.upper()}" for name in Settings.model_fields}
+    return {key: value for key, value in environ.items() if key in fields}
+
+
 def service_env(layout: Layout, service: str, instance_id: str) -> dict[str, str]:
     """The ``NEWBANK_*`` settings of one instance (see newbank/settings.py)."""
     cluster = layout.pg_cluster()
     rabbit = layout.rabbitmq()
     db = DATABASE_OF[service]
-    env = {
+    env = tuning_from_environment(os.environ)
+    env |= {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "HOME": str(layout.home),

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from newbank.auth import CurrentPrincipal, MerchantOrAdmin
 from newbank.errors import COMMON_PROBLEMS, problem_responses
@@ -36,7 +36,7 @@ def _json(body: Any) -> Response:
         **problem_responses(*COMMON_PROBLEMS, 402, 403, 404, 409),
     },
 )
-async def make_payment(call: MerchantMoney, body: PaymentCreate) -> JSONResponse:
+async def make_payment(call: MerchantMoney, body: PaymentCreate) -> Response:
     outcome = await service.make_payment(call.ctx.db, call.merchant, call.idempotency_key, body)
     if outcome.status == 201 and not outcome.replayed:
         call.ctx.relay.wake()
@@ -70,7 +70,7 @@ async def get_payment(ctx: Context, principal: CurrentPrincipal, payment_id: UUI
         **problem_responses(*COMMON_PROBLEMS, 402, 403, 404, 409),
     },
 )
-async def make_refund(call: MerchantMoney, payment_id: UUID, body: RefundCreate) -> JSONResponse:
+async def make_refund(call: MerchantMoney, payment_id: UUID, body: RefundCreate) -> Response:
     outcome = await service.make_refund(call.ctx.db, call.merchant, call.idempotency_key, payment_id, body)
     if outcome.status == 201 and not outcome.replayed:
         call.ctx.relay.wake()
