@@ -17,6 +17,14 @@ from pathlib import Path
 CGROUP_ROOT = Path(os.environ.get("NEWBANK_CGROUP_ROOT", "/sys/fs/cgroup"))
 CFS_PERIOD_US = 100_000
 MIB = 1024 * 1024
+# The chart's requests equal its limits, so on Kubernetes an instance gets its CPU even on a busy
+# node. Here the platform's other processes (PostgreSQL backends, RabbitMQ, HAProxy, locust) are
+# tasks of the root group, each weighing 1024 against this whole group: under load the instances
+# got ~0.3 core between them, and the transaction instance, whose queue is the payments' queue,
+# ~0.3 of its 0.5. The weight of eight such tasks, for the platform's group and for each instance
+# group, gives each instance its request again (the quota still caps it at its limit). Measured
+# side by side (1 instance, 1000 users): 205/206 → 273/275 payments/s, p99 3.5 → 2.0–2.5 s.
+GUARANTEED_SHARES = 8192
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,8 @@ def prepare(home: Path, instance: str, limits: Limits) -> list[Path]:
     cpu_dir, mem_dir = _group_dirs(home, instance)
     cpu_dir.mkdir(parents=True, exist_ok=True)
     mem_dir.mkdir(parents=True, exist_ok=True)
+    (cpu_dir.parent / "cpu.shares").write_text(str(GUARANTEED_SHARES))
+    (cpu_dir / "cpu.shares").write_text(str(GUARANTEED_SHARES))
     (cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
     (cpu_dir / "cpu.cfs_quota_us").write_text(str(limits.cpu_quota_us))
     (mem_dir / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
@@ -72,6 +82,15 @@ def join_and_exec(procs_files: list[Path], argv: list[str]) -> list[str]:
     """``argv`` wrapped so the process joins the groups, then becomes the service (same PID)."""
     joins = " && ".join(f"echo $$ > {f}" for f in procs_files)
     return ["/bin/sh", "-c", f'{joins} && exec "$@"', "newbank-instance", *argv]
+
+
+def read_shares(home: Path, instance: str) -> tuple[int, int] | None:
+    """The CPU weight of the platform's group and of the instance's group (None when absent)."""
+    cpu_dir, _ = _group_dirs(home, instance)
+    try:
+        return int((cpu_dir.parent / "cpu.shares").read_text()), int((cpu_dir / "cpu.shares").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def read_limits(home: Path, instance: str) -> Limits | None:
