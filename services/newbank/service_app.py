@@ -23,6 +23,7 @@ from newbank.database import Database, migrate
 from newbank.errors import ProblemError, install_error_handlers
 from newbank.messaging.broker import Broker
 from newbank.messaging.consumer import ConsumerSpec, InboxConsumer
+from newbank.messaging.inbox_pruning import inbox_pruning_loop
 from newbank.messaging.outbox import OutboxRelay
 from newbank.observability import (
     BodySizeLimitMiddleware,
@@ -165,14 +166,15 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         ctx = ServiceContext(settings=settings, db=db, broker=broker, relay=relay, key_resolver=resolver)
         app.state.ctx = ctx
         app.state.key_resolver = resolver
-        for consumer_spec in spec.consumers:
+        consumer_names = [f"{spec.name}:{consumer_spec.queue.name}" for consumer_spec in spec.consumers]
+        for consumer_name, consumer_spec in zip(consumer_names, spec.consumers, strict=True):
             if consumer_spec.after_commit is None:
                 consumer_spec.after_commit = relay.wake
             consumer = InboxConsumer(
                 consumer_spec,
                 db,
                 broker,
-                consumer_name=f"{spec.name}:{consumer_spec.queue.name}",
+                consumer_name=consumer_name,
                 prefetch=settings.consumer_prefetch,
                 batch_size=settings.consumer_batch_size,
                 max_retries=settings.consumer_max_retries,
@@ -184,6 +186,8 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         ctx.spawn(broker.run(), "broker")
         ctx.spawn(relay.run(), "outbox-relay")
         ctx.spawn(relay.housekeeping(), "outbox-housekeeping")
+        if consumer_names:
+            ctx.spawn(inbox_pruning_loop(db, consumer_names, settings.inbox_retention_h), "inbox-housekeeping")
         log.info("service started")
         try:
             yield

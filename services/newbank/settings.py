@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     consumer_max_retries: int = 5
     consumer_retry_base_delay_ms: int = 200
     idempotency_retention_h: int = 48
+    # Inbox rows (consumers' "already applied") are kept this long (newbank/messaging/inbox_pruning.py).
+    inbox_retention_h: float = Field(default=48.0, ge=2.0)
 
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
