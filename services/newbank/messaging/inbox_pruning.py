@@ -10,11 +10,11 @@ small batch at a time, so the delete never holds many locks or a long transactio
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
 from newbank.database import Database
+from newbank.pruning import delete_in_batches, prune_every
 
 log = logging.getLogger("newbank.inbox")
 
@@ -32,25 +32,8 @@ DELETE FROM inbox_event i
 async def prune_inbox(db: Database, consumers: Sequence[str], retention_h: float, batch: int = 5_000) -> int:
     """Delete the inbox rows of ``consumers`` older than the retention; returns how many."""
     seconds = max(MIN_RETENTION_H, retention_h) * 3600
-    total = 0
-    while True:
-        status = await db.primary.execute(_PRUNE_SQL, list(consumers), seconds, batch)
-        deleted = int(status.split()[-1])
-        total += deleted
-        if deleted < batch:
-            return total
+    return await delete_in_batches(db.primary, _PRUNE_SQL, list(consumers), seconds, batch=batch)
 
 
-async def inbox_pruning_loop(
-    db: Database, consumers: Sequence[str], retention_h: float, interval_s: float = 300.0
-) -> None:
-    while True:
-        try:
-            deleted = await prune_inbox(db, consumers, retention_h)
-            if deleted:
-                log.info("inbox rows pruned", extra={"deleted": deleted})
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the database may be failing over; try again next round
-            log.warning("inbox pruning skipped: %r", exc)
-        await asyncio.sleep(interval_s)
+async def inbox_pruning_loop(db: Database, consumers: Sequence[str], retention_h: float) -> None:
+    await prune_every(lambda: prune_inbox(db, consumers, retention_h), "inbox rows", log)
