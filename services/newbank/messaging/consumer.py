@@ -104,30 +104,7 @@ class InboxConsumer:
 
     async def process(self, event: Event) -> bool:
         """Apply the event once; returns False when it had been applied already."""
-        handler = self._check(event)
-        async with self.db.primary.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                "INSERT INTO inbox_event (consumer, event_id, event_type) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING RETURNING true",
-                self.consumer_name,
-                event.id,
-                event.type,
-            )
-            if not fresh:
-                # The event's effect may be committed only locally (a sync-replication wait that was
-                # cancelled on a primary being failed away from). A commit waits for the synchronous
-                # standby only if it wrote WAL: rewrite the inbox row, so the standby has confirmed
-                # the effect before the message is acknowledged (issue 7, chaos 1c).
-                await conn.execute(
-                    "UPDATE inbox_event SET processed_at = processed_at WHERE consumer = $1 AND event_id = $2",
-                    self.consumer_name,
-                    event.id,
-                )
-                return False
-            await handler(conn, event)
-        if self.spec.after_commit is not None:
-            self.spec.after_commit()
-        return True
+        return await self._apply([(event, self._check(event))]) == 1
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         """aio-pika calls this in a task per delivery: the first one drains what has arrived, in
@@ -167,7 +144,7 @@ class InboxConsumer:
     async def _settle_batch(self, ready: list[tuple[AbstractIncomingMessage, Event, Handler]]) -> None:
         queue = self.spec.queue.name
         try:
-            applied = await self._apply_batch(ready)
+            applied = await self._apply([(event, handler) for _, event, handler in ready])
         except TRANSIENT_DB_ERRORS as exc:
             log.warning("transient failure, %d requeued: %r", len(ready), exc, extra={"queue": queue})
             EVENTS_CONSUMED.labels(queue, "requeued").inc(len(ready))
@@ -189,9 +166,9 @@ class InboxConsumer:
             EVENTS_CONSUMED.labels(queue, "duplicate").inc(len(ready) - applied)
         await _ack_all([message for message, _, _ in ready])
 
-    async def _apply_batch(self, ready: list[tuple[AbstractIncomingMessage, Event, Handler]]) -> int:
+    async def _apply(self, events: list[tuple[Event, Handler]]) -> int:
         """One transaction for the lot; returns how many events were applied (the rest were repeats)."""
-        ids = [event.id for _, event, _ in ready]
+        ids = [event.id for event, _ in events]
         async with self.db.primary.acquire() as conn, conn.transaction():
             fresh = {
                 row["event_id"]
@@ -201,11 +178,14 @@ class InboxConsumer:
                     " ON CONFLICT DO NOTHING RETURNING event_id",
                     self.consumer_name,
                     ids,
-                    [event.type for _, event, _ in ready],
+                    [event.type for event, _ in events],
                 )
             }
             if not fresh:
-                # Only repeats: write anyway, so the commit waits for the synchronous standby (see process()).
+                # Only repeats. Their effect may be committed only locally (a sync-replication wait
+                # that was cancelled on a primary being failed away from). A commit waits for the
+                # synchronous standby only if it wrote WAL: rewrite the inbox rows, so the standby has
+                # confirmed the effect before the messages are acknowledged (issue 7, chaos 1c).
                 await conn.execute(
                     "UPDATE inbox_event SET processed_at = processed_at"
                     " WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
@@ -213,7 +193,7 @@ class InboxConsumer:
                     ids,
                 )
             applied = 0
-            for _, event, handler in ready:
+            for event, handler in events:
                 if event.id in fresh:
                     fresh.discard(event.id)  # the same event twice in one batch is applied once
                     await handler(conn, event)
