@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-app = FastAPI(title="framework ceiling")
+# Telemetry off as in the services (service_app.py): the same framework work per request.
+app = FastAPI(title="framework ceiling", telemetry={"tracing": False, "metrics": False, "logs": False})
 
 
 class PaymentIn(BaseModel):

@@ -37,7 +37,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     request (about 9% of a transaction instance's CPU in the profile of issue 6)."""
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout: float) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int, max_size: int, command_timeout: float, application_name: str = ""
+) -> asyncpg.Pool:
+    # application_name shows in pg_stat_activity which service and instance holds a connection.
+    server_settings = {"application_name": application_name[:63]} if application_name else None
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -50,6 +54,7 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout
         # keeps that a single round trip.
         statement_cache_size=256,
         timeout=5.0,
+        server_settings=server_settings,
     )
 
 
@@ -69,12 +74,23 @@ class Database:
         min_size: int = 2,
         max_size: int = 10,
         command_timeout: float = 10.0,
+        application_name: str = "",
     ) -> Database:
-        primary = await create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout)
+        primary = await create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=command_timeout,
+            application_name=application_name,
+        )
         replica = None
         if replica_dsn:
             replica = await create_pool(
-                replica_dsn, min_size=1, max_size=max(2, max_size // 2), command_timeout=command_timeout
+                replica_dsn,
+                min_size=1,
+                max_size=max(2, max_size // 2),
+                command_timeout=command_timeout,
+                application_name=application_name,
             )
         return cls(primary, replica)
 

@@ -89,6 +89,7 @@ async def _connect_database(settings: Settings, database: str) -> Database:
                 min_size=settings.db_pool_min,
                 max_size=settings.db_pool_max,
                 command_timeout=settings.db_command_timeout_s,
+                application_name=f"newbank-{settings.instance_id}",
             )
         except (OSError, ConnectionError, TimeoutError) as exc:
             if asyncio.get_running_loop().time() > deadline:
@@ -136,6 +137,11 @@ def _operations_router(spec: ServiceSpec) -> APIRouter:
         return {"published": await ctx.relay.flush()}
 
     return router
+
+
+def _telemetry(enabled: bool) -> dict[str, bool]:
+    """FastAPI's native OpenTelemetry switches (an unknown keyword to a FastAPI that has none)."""
+    return {"tracing": enabled, "metrics": enabled, "logs": enabled}
 
 
 def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
@@ -210,6 +216,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        telemetry=_telemetry(settings.opentelemetry),
     )
     install_error_handlers(app)
     app.include_router(_operations_router(spec))

@@ -95,6 +95,23 @@ def test_row_on_primary_appears_on_replica(platform: LocalPlatform) -> None:
         replica.close()
 
 
+def test_database_connections_name_their_instance(platform: LocalPlatform) -> None:
+    """An SRE looking at pg_stat_activity sees which service instance holds each connection."""
+    cluster = platform.layout.pg_cluster()
+    with psycopg2.connect(cluster.multi_host_dsn("bank")) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT application_name, datname FROM pg_stat_activity WHERE application_name LIKE 'newbank-%'"
+        )
+        named = set(cur.fetchall())
+    assert {
+        ("newbank-accounts-1", "bank"),
+        ("newbank-transactions-1", "bank"),
+        ("newbank-transactions-2", "bank"),
+        ("newbank-cashback-1", "cashback"),
+        ("newbank-partners-1", "cashback"),
+    } <= named, named
+
+
 def test_cgroup_limits_are_applied(platform: LocalPlatform) -> None:
     reason = cgroups.available()
     if reason:
