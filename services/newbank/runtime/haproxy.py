@@ -1,9 +1,13 @@
 """HAProxy 2.6 as the ingress: prefix routing, health checks, and live add/remove of instances.
 
 The config is generated from the list of instances; afterwards instances come and go through the
-runtime API (a unix socket with ``level admin``): a new server starts in maintenance with checks off,
-so it is ``add``-ed, ``enable``-d and health-checked before it gets traffic; a server leaves by
-``drain`` → no sessions left → ``disable`` → ``del`` (only then is its process stopped).
+runtime API (a unix socket with ``level admin``). Every slot an instance may take (its name and port
+are fixed by the layout) is declared in the config, parked in maintenance until an instance takes it:
+HAProxy 2.6 never reuses a server-side connection to a server created at run time (``add server``), so
+each request to one cost a TCP connection and its set-up in the instance (measured: connects = requests).
+A slot is taken by ``enable``-ing it and waiting for its health check; it is given back by ``drain`` →
+no sessions left → ``disable`` (only then is its process stopped). A server with a name outside the
+slots is ``add``-ed and, on leaving, ``del``-eted.
 """
 
 from __future__ import annotations
@@ -52,8 +56,10 @@ def render_config(
     socket_path: Path,
     servers: dict[str, list[tuple[str, int]]],
     stats_port: int | None = None,
+    slots: dict[str, list[tuple[str, int]]] | None = None,
 ) -> str:
-    """The whole haproxy.cfg; ``servers`` maps a service to its (name, port) instances."""
+    """The whole haproxy.cfg; ``servers`` maps a service to its running (name, port) instances,
+    ``slots`` to every (name, port) one may take; those not running are declared ``disabled``."""
     services_re = "|".join(SERVICES)
     probes_re = "|".join(p.replace(".", r"\.") for p in PROBES)
     lines = [
@@ -107,7 +113,14 @@ def render_config(
             "    option httpchk GET /healthz",
             "    http-check expect status 200",
         ]
-        lines += [f"    server {name} 127.0.0.1:{srv_port}" for name, srv_port in servers.get(service, [])]
+        running = servers.get(service, [])
+        lines += [f"    server {name} 127.0.0.1:{srv_port}" for name, srv_port in running]
+        taken = {name for name, _ in running}
+        lines += [
+            f"    server {name} 127.0.0.1:{srv_port} disabled"
+            for name, srv_port in (slots or {}).get(service, [])
+            if name not in taken
+        ]
     if stats_port:
         lines += [
             "",
@@ -132,6 +145,8 @@ class HAProxy:
     port: int
     stats_port: int | None = None
     servers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    # Every (name, port) an instance of a service may have: declared in the config, parked when unused.
+    slots: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     last_removal: tuple[float, float] = (0.0, 0.0)  # seconds to drain, seconds until deleted
 
     @property
@@ -162,7 +177,9 @@ class HAProxy:
     # ---------------------------------------------------------------- lifecycle
     def write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(render_config(self.port, self.socket_path, self.servers, self.stats_port))
+        self.config_file.write_text(
+            render_config(self.port, self.socket_path, self.servers, self.stats_port, self.slots)
+        )
 
     def start(self, timeout_s: float = 15) -> None:
         if self.pid:
@@ -204,12 +221,29 @@ class HAProxy:
         return list(csv.DictReader(io.StringIO(text)))
 
     def server_states(self, backend: str) -> dict[str, dict[str, str]]:
-        """Per server: ``status`` (UP/DOWN/MAINT/DRAIN...), ``scur`` (current sessions), ``qcur``."""
+        """Per server in the backend: ``status`` (UP/DOWN/DRAIN...), ``scur`` (current sessions),
+        ``qcur``. A parked slot (maintenance) is no server of the backend and is left out."""
         return {
             row["svname"]: row
             for row in self.stats()
-            if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")
+            if row["pxname"] == backend
+            and row["svname"] not in ("FRONTEND", "BACKEND")
+            and not row["status"].startswith("MAINT")
         }
+
+    def _is_slot(self, backend: str, name: str) -> bool:
+        return any(slot == name for slot, _ in self.slots.get(backend, []))
+
+    def _declared_in_config(self, name: str) -> bool:
+        """Declared when HAProxy started (a server ``add``-ed at run time must be ``del``-eted)."""
+        try:
+            return f" {name} 127.0.0.1:" in self.config_file.read_text()
+        except OSError:
+            return False
+
+    def _declared(self, backend: str, name: str) -> bool:
+        """In the running config, parked or not (an HAProxy started by an older config may lack it)."""
+        return any(row["pxname"] == backend and row["svname"] == name for row in self.stats())
 
     def add_server(self, backend: str, name: str, port: int, *, wait_up_s: float = 20) -> None:
         """Register an instance live; returns once HAProxy's health check says it is UP.
@@ -222,14 +256,17 @@ class HAProxy:
             self.remove_server(backend, name, drain_timeout_s=2)
             existing = None
         if existing is None:
-            out = self.runtime(f"add server {backend}/{name} 127.0.0.1:{port} {SERVER_CHECK}")
-            if "New server registered" not in out:
-                raise RuntimeApiError(f"add server {backend}/{name}: {out.strip()}")
+            if self._is_slot(backend, name) and self._declared(backend, name):
+                self.runtime(f"set server {backend}/{name} addr 127.0.0.1 port {port}")
+            else:
+                out = self.runtime(f"add server {backend}/{name} 127.0.0.1:{port} {SERVER_CHECK}")
+                if "New server registered" not in out:
+                    raise RuntimeApiError(f"add server {backend}/{name}: {out.strip()}")
         self.runtime(f"enable server {backend}/{name}")
         self.runtime(f"enable health {backend}/{name}")
         if wait_up_s:
             procs.wait_until(
-                lambda: self.server_states(backend)[name]["status"].startswith("UP"),
+                lambda: self.server_states(backend).get(name, {}).get("status", "").startswith("UP"),
                 timeout_s=wait_up_s,
                 interval_s=0.2,
                 component=f"haproxy server {backend}/{name}",
@@ -250,6 +287,9 @@ class HAProxy:
             time.sleep(0.1)
         drained = time.monotonic()
         self.runtime(f"disable server {backend}/{name}")
+        if self._is_slot(backend, name) and self._declared_in_config(name):  # parked for the next one
+            self.last_removal = (drained - t0, time.monotonic() - t0)
+            return
         out = ""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

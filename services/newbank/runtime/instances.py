@@ -14,7 +14,7 @@ from pathlib import Path
 
 from newbank.runtime import cgroups, procs
 from newbank.runtime.jsonlog import uvicorn_log_config
-from newbank.runtime.layout import DATABASE_OF, Layout
+from newbank.runtime.layout import DATABASE_OF, Layout, instance_name
 from newbank.settings import Settings
 
 
@@ -34,7 +34,7 @@ class Instance:
 
     @property
     def name(self) -> str:
-        return f"{self.service}-{self.slot}"
+        return instance_name(self.service, self.slot)
 
     @property
     def url(self) -> str:

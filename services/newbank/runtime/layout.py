@@ -42,6 +42,10 @@ SERVICES = tuple(DEFAULT_REPLICAS)
 DATABASE_OF = {"accounts": "bank", "transactions": "bank", "partners": "cashback", "cashback": "cashback"}
 
 
+def instance_name(service: str, slot: int) -> str:
+    return f"{service}-{slot}"
+
+
 def default_home() -> Path:
     return Path(os.environ.get("NEWBANK_HOME") or repo_root() / ".newbank").resolve()
 
@@ -148,8 +152,21 @@ class Layout:
             self.ports["epmd"],
         )
 
+    def instance_slots(self) -> dict[str, list[tuple[str, int]]]:
+        """Every (name, port) an instance of each service may have."""
+        return {
+            service: [(instance_name(service, slot), self.instance_port(service, slot)) for slot in range(1, most + 1)]
+            for service, most in MAX_INSTANCES.items()
+        }
+
     def haproxy(self, servers: dict[str, list[tuple[str, int]]] | None = None) -> HAProxy:
-        return HAProxy(self.home / "haproxy", self.ingress_port, self.ports["haproxy_stats"], servers or {})
+        return HAProxy(
+            self.home / "haproxy",
+            self.ingress_port,
+            self.ports["haproxy_stats"],
+            servers or {},
+            slots=self.instance_slots(),
+        )
 
     @property
     def ingress_url(self) -> str:

@@ -74,6 +74,22 @@ def test_each_service_readyz_through_haproxy(platform: LocalPlatform) -> None:
         assert client.get("/internal/anything").status_code == 404
 
 
+def _backend_connects(platform: LocalPlatform, backend: str) -> int:
+    rows = platform.layout.haproxy().stats()
+    return next(int(r["connect"]) for r in rows if r["pxname"] == backend and r["svname"] == "BACKEND")
+
+
+def test_ingress_reuses_connections_to_instances(platform: LocalPlatform) -> None:
+    """HAProxy 2.6 never reuses a connection to a server added at run time: every request then cost
+    the instance a TCP connection. Instances take slots declared in the config, which it reuses."""
+    before = _backend_connects(platform, "partners")
+    with httpx.Client(base_url=platform.layout.ingress_url, timeout=5) as client:
+        for _ in range(20):
+            assert client.get("/api/v1/partners").status_code == 200
+    opened = _backend_connects(platform, "partners") - before
+    assert 1 <= opened <= 2, f"{opened} connections opened to partners-1 for 20 requests"
+
+
 def test_row_on_primary_appears_on_replica(platform: LocalPlatform) -> None:
     cluster = platform.layout.pg_cluster()
     marker = uuid.uuid4().hex
