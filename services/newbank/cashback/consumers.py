@@ -16,6 +16,7 @@ PAYMENT_EVENTS = ConsumerSpec(
         "payment.refunded": crediting.on_payment_refunded,
     },
     versions={"payment.completed": V1, "payment.refunded": V1},
+    batch_handlers={"payment.completed": crediting.on_payments_completed},
 )
 
 BANK_EVENTS = ConsumerSpec(

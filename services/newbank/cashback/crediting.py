@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from newbank.cashback import queries
@@ -138,6 +139,56 @@ async def ensure_entry(conn: asyncpg.Connection, payment: PaymentFacts, *, annou
 
 async def on_payment_completed(conn: asyncpg.Connection, event: Event) -> None:
     await ensure_entry(conn, parse(PaymentCompleted, event), announce=True)
+
+
+async def on_payments_completed(conn: asyncpg.Connection, events: list[Event]) -> None:
+    """A run of payment.completed events in two statements, whatever its length: the same entries,
+    credits and cashback events as ``on_payment_completed`` on each in turn (an account earning twice
+    in the run is credited once with the sum)."""
+    payments: dict[Any, PaymentFacts] = {}
+    for event in events:
+        payment = parse(PaymentCompleted, event)
+        payments.setdefault(payment.payment_id, payment)  # the same payment under two event ids: once
+    facts = list(payments.values())
+    rows = await conn.fetch(
+        queries.ENTRIES_AND_OFFERS,
+        [p.payment_id for p in facts],
+        [p.merchant_id for p in facts],
+        [p.created_at for p in facts],
+    )
+    new: list[tuple[PaymentFacts, Entry, OfferVersion | None]] = []
+    for payment, row in zip(facts, rows, strict=True):
+        if row["known"]:
+            continue
+        offer = _offer_in_force(row, payment)
+        earned = cashback_for(payment.debited_amount, offer.rate_bps if offer else 0)
+        state = EntryState(payment_amount=payment.amount, earned=earned)
+        entry = Entry(payment.payment_id, payment.account_id, payment.merchant_id, payment.account_currency, state, 1)
+        new.append((payment, entry, offer))
+    if not new:
+        return
+    columns: list[list[Any]] = [[] for _ in range(15)]
+    for payment, entry, offer in new:
+        values = (
+            payment.payment_id,
+            payment.account_id,
+            payment.merchant_id,
+            entry_status(entry.state.earned, 0),
+            payment.account_currency,
+            payment.debited_amount,
+            payment.amount,
+            payment.currency,
+            offer.rate_bps if offer else 0,
+            offer.version if offer else None,
+            entry.state.earned,
+            payment.created_at,
+            payment.customer_id,
+            _event_type(entry, reversal=False),
+            orjson.dumps(entry.event_data()).decode(),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    await conn.fetchval(queries.CREATE_ENTRIES, *columns)
 
 
 async def on_payment_refunded(conn: asyncpg.Connection, event: Event) -> None:

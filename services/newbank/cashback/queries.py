@@ -43,6 +43,54 @@ SELECT entry.*, CASE WHEN $14::text IS NOT NULL THEN outbox_add($14, 'cashback',
   FROM entry
 """
 
+# The batch form of the two above, for a run of payment.completed events (crediting.on_payments_completed).
+# First: per payment, whether its entry exists, and the latest offer version recorded at or before it.
+# An existing entry is not locked: a payment.completed that finds one changes nothing.
+ENTRIES_AND_OFFERS = """
+SELECT p.ord, e.payment_id IS NOT NULL AS known,
+       o.version AS offer_version_in_force, o.rate_bps AS offer_rate_bps, o.valid_from AS offer_valid_from,
+       o.valid_until AS offer_valid_until, o.set_at AS offer_set_at
+  FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) WITH ORDINALITY AS p(payment_id, merchant_id, created_at, ord)
+  LEFT JOIN cashback_entry e ON e.payment_id = p.payment_id
+  LEFT JOIN LATERAL (
+        SELECT version, rate_bps, valid_from, valid_until, set_at FROM partner_offer
+         WHERE merchant_id = p.merchant_id AND set_at <= p.created_at
+         ORDER BY version DESC LIMIT 1) o ON true
+ ORDER BY p.ord
+"""
+
+# Then the new entries (each payment once: one made meanwhile by a competing consumer is skipped), each
+# account credited once with the sum of its new entries, and one cashback event per new entry, in order.
+CREATE_ENTRIES = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[],
+                         $7::bigint[], $8::text[], $9::integer[], $10::integer[], $11::bigint[],
+                         $12::timestamptz[], $13::uuid[], $14::text[], $15::text[])
+        WITH ORDINALITY AS i(payment_id, account_id, merchant_id, status, currency, debited_amount,
+                             payment_amount, payment_currency, rate_bps, offer_version, earned,
+                             payment_created_at, customer_id, event_type, event_data, ord)
+), entry AS (
+    INSERT INTO cashback_entry (payment_id, account_id, merchant_id, status, currency, debited_amount,
+                                payment_amount, payment_currency, rate_bps, offer_version, earned,
+                                payment_created_at)
+    SELECT payment_id, account_id, merchant_id, status, currency, debited_amount, payment_amount,
+           payment_currency, rate_bps, offer_version, earned, payment_created_at
+      FROM input ORDER BY ord
+    ON CONFLICT (payment_id) DO NOTHING
+    RETURNING {_ENTRY_COLUMNS}
+), credit AS (
+    INSERT INTO cashback_account AS a (account_id, customer_id, currency, balance)
+    SELECT entry.account_id, (array_agg(input.customer_id))[1], entry.currency, sum(entry.earned)::bigint
+      FROM entry JOIN input USING (payment_id)
+     GROUP BY entry.account_id, entry.currency
+    ON CONFLICT (account_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance, updated_at = now()
+     WHERE EXCLUDED.balance <> 0
+)
+SELECT count(*) FROM (
+    SELECT outbox_add(input.event_type, 'cashback', input.event_data::jsonb)
+      FROM entry JOIN input USING (payment_id) ORDER BY input.ord) AS announced
+"""
+
 # One round trip to apply a refund: its record, the entry's new amounts ($11: only if they changed),
 # the debit of what is reversed now ($5), and the cashback event ($13 NULL: nothing to announce).
 APPLY_REFUND = """

@@ -14,9 +14,8 @@ from newbank.transactions import queries
 _STATUS_OF_TYPE = {"cashback.credited": "credited", "cashback.none": "none", "cashback.reversed": "reversed"}
 
 
-async def on_cashback_outcome(conn: asyncpg.Connection, event: Event) -> None:
-    """``cashback.credited|none|reversed``: events may arrive out of order, so ``entry_version``
-    decides; an older outcome than the one shown changes nothing."""
+def _outcome(event: Event) -> tuple[UUID, str, int | None, int]:
+    """(payment id, status, amount, entry version) of a ``cashback.*`` event, or PermanentEventError."""
     data = event.data
     try:
         payment_id = UUID(str(data["payment_id"]))
@@ -31,9 +30,29 @@ async def on_cashback_outcome(conn: asyncpg.Connection, event: Event) -> None:
         amount = None
     elif type(amount) is not int or amount < 0:
         raise PermanentEventError(f"{event.type} with amount {amount!r}")
-    await conn.execute(queries.UPDATE_CASHBACK, payment_id, status, amount, version)
+    return payment_id, status, amount, version
+
+
+async def on_cashback_outcome(conn: asyncpg.Connection, event: Event) -> None:
+    """``cashback.credited|none|reversed``: events may arrive out of order, so ``entry_version``
+    decides; an older outcome than the one shown changes nothing."""
+    await conn.execute(queries.UPDATE_CASHBACK, *_outcome(event))
+
+
+async def on_cashback_outcomes(conn: asyncpg.Connection, events: list[Event]) -> None:
+    """A run of outcomes in one statement. Only the newest outcome of a payment can change it, in
+    whatever order they are applied, so the run keeps that one per payment."""
+    newest: dict[UUID, tuple[UUID, str, int | None, int]] = {}
+    for event in events:
+        outcome = _outcome(event)
+        kept = newest.get(outcome[0])
+        if kept is None or outcome[3] > kept[3]:
+            newest[outcome[0]] = outcome
+    columns = list(zip(*newest.values(), strict=True))
+    await conn.execute(queries.UPDATE_CASHBACKS, *(list(column) for column in columns))
 
 
 def consumers() -> list[ConsumerSpec]:
     handlers = dict.fromkeys(_STATUS_OF_TYPE, on_cashback_outcome)
-    return [ConsumerSpec(queue=TRANSACTIONS_CASHBACK_STATUS, handlers=handlers)]
+    batch_handlers = dict.fromkeys(_STATUS_OF_TYPE, on_cashback_outcomes)
+    return [ConsumerSpec(queue=TRANSACTIONS_CASHBACK_STATUS, handlers=handlers, batch_handlers=batch_handlers)]

@@ -26,3 +26,10 @@ UPDATE_CASHBACK = """
 UPDATE payment SET cashback_status = $2, cashback_amount = $3, cashback_version = $4
  WHERE id = $1 AND cashback_version < $4
 """
+
+# The same for a batch of outcomes, at most one per payment (the newest of the batch for each).
+UPDATE_CASHBACKS = """
+UPDATE payment p SET cashback_status = o.status, cashback_amount = o.amount, cashback_version = o.version
+  FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::integer[]) AS o(id, status, amount, version)
+ WHERE p.id = o.id AND p.cashback_version < o.version
+"""

@@ -15,8 +15,10 @@ import orjson
 import pytest
 from bank_api import Bank, eventually, publish
 
+from newbank.messaging.events import Event
 from newbank.messaging.topology import EVENTS_EXCHANGE
 from newbank.runtime import RabbitMQ
+from newbank.transactions.consumers import on_cashback_outcome, on_cashback_outcomes
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +218,57 @@ async def test_payments_succeed_while_the_broker_is_down_and_every_event_leaves_
         return all([(await client.get("/readyz")).status_code == 200 for client in bank.transactions])
 
     await eventually(ready_again, timeout_s=30)
+
+
+async def test_a_run_of_cashback_outcomes_applies_as_one_by_one(bank: Bank, db: asyncpg.Connection) -> None:
+    """The consumer's batch handler (one UPDATE for the run) leaves each payment as the single-event
+    handler on each outcome in turn does: the newest version wins, whatever the order in the run."""
+    _, account = await bank.funded_account("EUR", deposit=100_000)
+    merchant = await bank.merchant("EUR")
+    payments = [(await bank.pay(merchant, account["id"], 1_000 + n)).json()["id"] for n in range(4)]
+
+    def outcome(n: int, kind: str, amount: int, version: int) -> Event:
+        data = {"payment_id": payments[n], "status": kind, "amount": amount, "entry_version": version}
+        return Event(
+            id=uuid.uuid4(),
+            type=f"cashback.{kind}",
+            version=1,
+            source="cashback",
+            occurred_at=datetime.now(UTC),
+            data=data,
+        )
+
+    run = [
+        outcome(0, "credited", 100, 1),
+        outcome(1, "none", 0, 1),
+        outcome(0, "reversed", 0, 2),
+        outcome(2, "credited", 50, 2),
+        outcome(2, "credited", 70, 1),  # older than the one before it: changes nothing
+        outcome(3, "credited", 30, 1),
+    ]
+
+    async def shown() -> list[tuple[str, int | None, int]]:
+        rows = await db.fetch(
+            "SELECT cashback_status, cashback_amount, cashback_version FROM payment"
+            " WHERE id = ANY($1::uuid[]) ORDER BY array_position($1::uuid[], id)",
+            [uuid.UUID(p) for p in payments],
+        )
+        return [tuple(row) for row in rows]
+
+    async def one_by_one() -> None:
+        for event in run:
+            await on_cashback_outcome(db, event)
+
+    async def as_a_run() -> None:
+        await on_cashback_outcomes(db, run)
+
+    results = []
+    for apply in (one_by_one, as_a_run):
+        tx = db.transaction()
+        await tx.start()
+        try:
+            await apply()
+            results.append(await shown())
+        finally:
+            await tx.rollback()
+    assert results[0] == results[1] == [("reversed", 0, 2), ("none", None, 1), ("credited", 50, 2), ("credited", 30, 1)]
