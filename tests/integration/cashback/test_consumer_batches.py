@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aio_pika
@@ -124,63 +124,53 @@ async def test_a_poison_event_in_a_batch_costs_the_others_nothing(env: Env, lane
     await eventually(dead_lettered, timeout_s=10, every_s=0.1)
 
 
-async def test_runs_of_a_type_go_to_its_batch_handler_and_a_failed_run_to_the_single_handler(
-    env: Env, lane: Lane
-) -> None:
-    calls: list[int] = []
+def _recording_runs(runs: list[int]) -> Callable[[asyncpg.Connection, list[Event]], Awaitable[None]]:
+    """A batch handler that records each run's length and refuses a run holding a poison event."""
 
     async def record_run(conn: asyncpg.Connection, events: list[Event]) -> None:
-        calls.append(len(events))
-        if any(event.data.get("poison") for event in events):
-            raise PermanentEventError("the run holds an event the batch handler refuses")
-        for event in events:
-            await conn.execute(f"INSERT INTO {EFFECTS} (event_id) VALUES ($1)", event.id)
-
-    good = [uuid.uuid4() for _ in range(24)]
-    for event_id in good:
-        await env.bus.publish(lane.event_type, {"n": 1}, event_id=event_id)
-    spec = ConsumerSpec(
-        queue=lane.spec.queue,
-        handlers={lane.event_type: record_effect},
-        batch_handlers={lane.event_type: record_run},
-    )
-    consumer = InboxConsumer(spec, lane.db, lane.broker, consumer_name="test:runs", prefetch=64, batch_size=64)
-    assert lane.broker.connection is not None
-    await consumer.start(lane.broker.connection)
-    rows = await eventually(lambda: _full(env, good), timeout_s=20)
-    assert all(row["times"] == 1 for row in rows)
-    # Runs, not one call per event (a message that arrives alone is a batch of one: the single handler).
-    assert len(calls) <= 5 and sum(calls) >= len(good) - 5, calls
-
-
-async def test_a_run_its_batch_handler_refuses_is_applied_one_by_one(env: Env, lane: Lane) -> None:
-    """The batch is applied again one event at a time, by the single handler: the good events of it
-    are applied, only the poison one is retried and dead-lettered."""
-    runs: list[int] = []
-
-    async def refuse_poison(conn: asyncpg.Connection, events: list[Event]) -> None:
         runs.append(len(events))
         if any(event.data.get("poison") for event in events):
             raise PermanentEventError("the run holds an event the batch handler refuses")
         for event in events:
             await conn.execute(f"INSERT INTO {EFFECTS} (event_id) VALUES ($1)", event.id)
 
+    return record_run
+
+
+async def _consume_with_runs(lane: Lane, runs: list[int], **options: int) -> None:
+    spec = ConsumerSpec(
+        queue=lane.spec.queue,
+        handlers={lane.event_type: record_effect},
+        batch_handlers={lane.event_type: _recording_runs(runs)},
+    )
+    consumer = InboxConsumer(spec, lane.db, lane.broker, consumer_name="test:runs", **options)
+    assert lane.broker.connection is not None
+    await consumer.start(lane.broker.connection)
+
+
+async def test_runs_of_a_type_go_to_its_batch_handler(env: Env, lane: Lane) -> None:
+    runs: list[int] = []
+    good = [uuid.uuid4() for _ in range(24)]
+    for event_id in good:
+        await env.bus.publish(lane.event_type, {"n": 1}, event_id=event_id)
+    await _consume_with_runs(lane, runs, prefetch=64, batch_size=64)
+    rows = await eventually(lambda: _full(env, good), timeout_s=20)
+    assert all(row["times"] == 1 for row in rows)
+    # Runs, not one call per event (a message that arrives alone is a batch of one: the single handler).
+    assert len(runs) <= 5 and sum(runs) >= len(good) - 5, runs
+
+
+async def test_a_run_its_batch_handler_refuses_is_applied_one_by_one(env: Env, lane: Lane) -> None:
+    """The batch is applied again one event at a time, by the single handler: the good events of it
+    are applied, only the poison one is retried and dead-lettered."""
+    runs: list[int] = []
     good = [uuid.uuid4() for _ in range(10)]
     for event_id in good[:5]:
         await env.bus.publish(lane.event_type, {"n": 1}, event_id=event_id)
     await env.bus.publish(lane.event_type, {"poison": True}, event_id=uuid.uuid4())
     for event_id in good[5:]:
         await env.bus.publish(lane.event_type, {"n": 1}, event_id=event_id)
-    spec = ConsumerSpec(
-        queue=lane.spec.queue,
-        handlers={lane.event_type: record_effect},
-        batch_handlers={lane.event_type: refuse_poison},
-    )
-    consumer = InboxConsumer(
-        spec, lane.db, lane.broker, consumer_name="test:runs", max_retries=0, retry_base_delay_ms=10
-    )
-    assert lane.broker.connection is not None
-    await consumer.start(lane.broker.connection)
+    await _consume_with_runs(lane, runs, max_retries=0, retry_base_delay_ms=10)
     rows = await eventually(lambda: _full(env, good), timeout_s=20)
     assert all(row["times"] == 1 for row in rows)
     assert max(runs) > 1, runs  # the poison came in a run, which the batch handler refused
