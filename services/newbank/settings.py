@@ -56,7 +56,7 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 64 * 1024
     # FastAPI's native OpenTelemetry looks the global providers up on every request, configured or
-    # not: 2.8 % of a transaction instance's CPU under load. Metrics are Prometheus's (/metrics);
+    # not: 2.8 % of a transaction instance's py-spy samples under load. Metrics are Prometheus's (/metrics);
     # true turns FastAPI's spans, metrics and logs on for a process that configures a provider.
     opentelemetry: bool = False
     log_level: str = "INFO"

@@ -1,5 +1,5 @@
 """FastAPI's native OpenTelemetry stays off unless asked for: its per-request provider look-ups cost
-2.8 % of a transaction instance's CPU, and the platform's metrics are Prometheus's."""
+2.8 % of a transaction instance's py-spy samples, and the platform's metrics are Prometheus's."""
 
 from __future__ import annotations
 
