@@ -7,6 +7,10 @@ whole machine, then checks a sample of the payments through the API (cashback cr
 and takes their cashback lag. In the same run it measures both ceilings (``ceilings.py``) and prints
 payments/s ÷ each. Ends with the table, the efficiency against 1 instance, and the chart (PNG).
 
+Every point of that series saturates the machine (that is how a ceiling is found), so its latency is
+the queue in front of the platform. A second series keeps one instance and lengthens the users' think
+time (``--latency-waits``): the most payments/s whose p99 stays under ``--latency-p99-ms``.
+
     python -m loadtest.bench_scaling --duration 60 --warmup 15      # or: newbank bench scaling
 """
 
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import ceilings, checks, setup_data
-from loadtest.report import ScalingPoint, format_ceilings, format_table, seed_per_second
+from loadtest.report import ScalingPoint, format_ceilings, format_latency_table, format_table, seed_per_second
 from loadtest.run import LocustRun, format_cpu, platform_target, run_with_cpu, summarise, transaction_pids
 
 POOL_MAX_PER_INSTANCE = int(os.environ.get("NEWBANK_DB_POOL_MAX", "10"))
@@ -99,15 +103,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pgbench-clients", type=int, default=None,
                         help="default: the database connections of the largest point (pool size × instances)")
     parser.add_argument("--keep-scale", action="store_true", help="leave the last instance count running")
+    parser.add_argument("--latency-waits", default="2.0,4.0;1.5,3.5;1.0,3.0",
+                        help="think times 'min,max;min,max…' of the below-saturation series ('' skips it)")
+    parser.add_argument("--latency-instances", type=int, default=1, help="instances of the below-saturation series")
+    parser.add_argument("--latency-p99-ms", type=float, default=250.0, help="the p99 target of that series")
 
 
 def measure_point(args: argparse.Namespace, host: str, home: Path, data_file: Path, data: dict[str, Any],
-                  admin: str, instances: int, folder: Path) -> ScalingPoint:
+                  admin: str, instances: int, folder: Path, wait: str | None = None) -> ScalingPoint:
+    wait = wait or args.wait
     scale_transactions(instances)
     time.sleep(2)  # HAProxy's health checks mark the new servers up (inter 1 s, rise 1)
     pids = transaction_pids(home)
     run = LocustRun(folder, host, data_file, users=args.users, spawn_rate=args.spawn_rate,
-                    run_time_s=args.warmup + args.duration, processes=args.processes, wait=args.wait,
+                    run_time_s=args.warmup + args.duration, processes=args.processes, wait=wait,
                     cpus=args.locust_cpus)
     _, cpu, start = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty(), home=home)
     summary = summarise(folder, start, start + args.duration)
@@ -124,11 +133,12 @@ def measure_point(args: argparse.Namespace, host: str, home: Path, data_file: Pa
         instances_cpu=cpu.get("instances", float("nan")), locust_cpu=cpu.get("locust", float("nan")),
         machine_cpu=cpu.get("machine", float("nan")), cashback_lag_p99_ms=lag,
         foreign_cpu=cpu.get("machine", float("nan")) - sum(v for k, v in cpu.items() if k != "machine"),
-        extra={"server_errors": summary["server_errors"], "pids": pids, "cpu": cpu,
+        extra={"wait": wait, "server_errors": summary["server_errors"], "pids": pids, "cpu": cpu,
                "checks": [r.__dict__ for r in report.results]},
     )
     failed = [r.name for r in report.results if not r.ok and not r.detail.startswith("skipped")]
-    print(f"  {instances} instance(s): {point.payments_per_s:.1f} payments/s, p99 {point.p99_ms:.0f} ms, "
+    print(f"  {instances} instance(s), think {wait} s: {point.payments_per_s:.1f} payments/s, "
+          f"p99 {point.p99_ms:.0f} ms, "
           f"errors {point.error_rate * 100:.2f}%, instances {point.instances_cpu:.2f} cores, "
           f"locust {point.locust_cpu:.2f}, machine {point.machine_cpu:.2f}; checks "
           f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}\n    CPU (cores): {format_cpu(cpu)}", flush=True)
@@ -152,11 +162,19 @@ def run(args: argparse.Namespace) -> int:
     before = len(transaction_pids(home))
     print(f"scaling benchmark: {counts} instances, {args.users} users, {args.warmup:.0f}s warm-up + "
           f"{args.duration:.0f}s measured per point, think time {args.wait} s → {results}", flush=True)
+    latency_waits = [w.strip() for w in args.latency_waits.split(";") if w.strip()]
     points: list[ScalingPoint] = []
+    latency_points: list[ScalingPoint] = []
     with autoscaling_held(home):
         try:
             for n in counts:
                 points.append(measure_point(args, host, home, data_file, data, admin, n, results / f"point-{n}"))
+            if latency_waits:
+                print(f"below saturation: {args.latency_instances} instance(s), think times {latency_waits} s",
+                      flush=True)
+            for i, wait in enumerate(latency_waits, 1):
+                latency_points.append(measure_point(args, host, home, data_file, data, admin, args.latency_instances,
+                                                    results / f"latency-{i}", wait=wait))
         finally:
             if not args.keep_scale and before:
                 scale_transactions(before)
@@ -184,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
     from loadtest.chart import draw_scaling_chart  # matplotlib: only when there is a chart to draw
 
     table, ratios = format_table(points), format_ceilings(points, db_tps, framework_rps)
+    if latency_points:
+        ratios += "\n\nbelow saturation\n" + format_latency_table(latency_points, args.latency_p99_ms)
     chart = draw_scaling_chart(points, results / "scaling.png", db_ceiling_tps=db_tps,
                                framework_ceiling_rps=framework_rps, users=args.users,
                                title_note=f"{args.warmup:.0f}s warm-up + {args.duration:.0f}s measured per point; "
@@ -192,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     (results / "bench.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items() if k != "handler"},
         "points": [p.as_json() for p in points], "seed_per_second": seed_per_second(),
+        "latency_points": [p.as_json() for p in latency_points], "latency_p99_target_ms": args.latency_p99_ms,
         "db_ceiling_tps": db_tps, "framework_ceiling_rps": framework_rps, "ceilings": ceiling_notes,
     }, indent=1, default=str))
     print("\n" + table + "\n\n" + ratios)

@@ -13,7 +13,9 @@ from loadtest.report import (
     ScalingPoint,
     efficiencies,
     format_ceilings,
+    format_latency_table,
     format_table,
+    latency_bound_point,
     percentile,
     read_locust_stats,
     read_records,
@@ -121,3 +123,26 @@ def test_cpu_per_payment() -> None:
 
     assert cpu_ms_per_payment(ScalingPoint(1, 200.0, 1, 1, 1, 0, instances_cpu=0.5)) == pytest.approx(2.5)
     assert math.isnan(cpu_ms_per_payment(ScalingPoint(1, 0.0, 1, 1, 1, 0, instances_cpu=0.5)))
+
+
+def _latency_point(rate: float, p99: float, wait: str) -> ScalingPoint:
+    return ScalingPoint(1, rate, 20, 100, p99, 0, instances_cpu=0.4, extra={"wait": wait})
+
+
+def test_latency_bound_point_is_the_fastest_under_the_target() -> None:
+    points = [_latency_point(310, 260, "1.0,3.0"), _latency_point(255, 240, "1.5,3.5"), _latency_point(210, 120, "2,4")]
+    assert latency_bound_point(points, 250) is points[1]  # 310/s missed the target by 10 ms
+    assert latency_bound_point(points, 300) is points[0]
+    assert latency_bound_point(points, 100) is None
+
+
+def test_latency_table_sorts_by_rate_and_names_the_answer() -> None:
+    points = [_latency_point(310, 260, "1.0,3.0"), _latency_point(255, 240, "1.5,3.5")]
+    lines = format_latency_table(points, 250).splitlines()
+    assert len(lines) == 5  # header, rule, two rows, the answer
+    assert lines[2].split()[:3] == ["1", "1.5,3.5", "255.0"]
+    assert lines[2].split()[6] == "yes" and lines[3].split()[6] == "no"
+    assert lines[4] == (
+        "most payments/s with p99 under 250 ms on 1 instance(s): 255.0 (think time 1.5,3.5 s, p99 240 ms)"
+    )
+    assert format_latency_table(points, 200).splitlines()[-1] == "no think time kept the payments' p99 under 200 ms"

@@ -43,7 +43,7 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     result = newbank_platform.cli(
         "bench", "scaling", "--instances", "1,2", "--duration", "4", "--warmup", "2", "-u", "8", "-r", "8",
         "--wait", "0.1,0.3", "--merchants", "5", "--customers", "4", "--check-sample", "50",
-        "--pgbench-clients", "2", "--results", str(results), timeout_s=300,
+        "--pgbench-clients", "2", "--latency-waits", "0.2,0.4", "--results", str(results), timeout_s=360,
     )  # fmt: skip
     _ok(result)
     bench = json.loads((results / "bench.json").read_text())
@@ -51,4 +51,9 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     assert all(p["payments"] > 0 for p in bench["points"])
     assert bench["db_ceiling_tps"] and bench["framework_ceiling_rps"]
     assert (results / "scaling.png").read_bytes().startswith(b"\x89PNG")
-    assert "÷ db" in (results / "table.txt").read_text()
+    table = (results / "table.txt").read_text()
+    assert "÷ db" in table
+    [latency] = bench["latency_points"]  # the below-saturation series: one think time asked, on 1 instance
+    assert (latency["instances"], latency["extra"]["wait"]) == (1, "0.2,0.4")
+    assert latency["payments"] > 0
+    assert "below saturation" in table and "p99<250" in table
