@@ -156,6 +156,7 @@ def test_secrets_by_reference_and_data_services(helm: str) -> None:
     assert set(clusters) == {"newbank-bank", "newbank-cashback"}
     for cluster in clusters.values():
         assert cluster["spec"]["instances"] == 2 and cluster["spec"]["minSyncReplicas"] == 1
+        assert cluster["spec"]["postgresql"]["parameters"] == {"wal_compression": "lz4"}  # as the local runtime
     assert by_kind(objects, "RabbitmqCluster")["newbank-rabbitmq"]["spec"]["replicas"] == 3
     assert "newbank" in by_kind(objects, "ServiceMonitor")
     assert not by_kind(objects, "Secret"), "the chart must not create Secrets"

@@ -34,6 +34,10 @@ __all__ = ["DATABASES", "PG_BIN", "PG_USER", "PatroniNode", "PgCluster", "patron
 # reconnects: let it retry every 0.5 s instead of 5 s, and keep crash recovery short with frequent
 # checkpoints.
 FAST_RECOVERY = {"wal_retrieve_retry_interval": "500ms", "checkpoint_timeout": "60s"}
+# Those 60 s checkpoints make full-page images most of the WAL (61 % with 8 M stored idempotency keys, whose
+# random keys put every insert on a cold index leaf): lz4 cuts what the synchronous standby receives and the
+# disk stores by 40 % (22 → 13 kB per payment), for no CPU we could measure. The Helm chart sets the same.
+WAL = {"wal_compression": "lz4"}
 
 
 def patroni_executable() -> str:
@@ -182,6 +186,7 @@ class PgCluster:
             "log_destination": "stderr",
             "logging_collector": "off",
             **FAST_RECOVERY,
+            **WAL,
         }
         auth = {
             "superuser": {"username": PG_USER, "password": self.superuser_password},
@@ -214,7 +219,7 @@ class PgCluster:
                 "bin_dir": str(PG_BIN),
                 "pgpass": str(node.root / "pgpass"),
                 "authentication": auth,
-                "parameters": {"unix_socket_directories": str(node.socket_dir), **FAST_RECOVERY},
+                "parameters": {"unix_socket_directories": str(node.socket_dir), **FAST_RECOVERY, **WAL},
                 "pg_hba": [
                     "local all all trust",
                     "host replication replicator 127.0.0.1/32 scram-sha-256",

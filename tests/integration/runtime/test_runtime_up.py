@@ -20,10 +20,12 @@ from pathlib import Path
 import httpx
 import psycopg2
 import pytest
+import yaml
 from local_platform import LocalPlatform, running_platform
 
 from newbank.runtime import cgroups, procs
 from newbank.runtime.instances import load_instances
+from newbank.runtime.patroni_cluster import WAL
 from newbank.runtime.platform import running_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -126,6 +128,19 @@ def test_database_connections_name_their_instance(platform: LocalPlatform) -> No
         ("newbank-cashback-1", "cashback"),
         ("newbank-partners-1", "cashback"),
     } <= named, named
+
+
+def test_postgresql_runs_with_the_charts_wal_settings(platform: LocalPlatform) -> None:
+    """The local clusters compress full-page images as the chart's CloudNativePG clusters do, on both nodes."""
+    chart_values = yaml.safe_load((Path(__file__).parents[3] / "charts" / "newbank" / "values.yaml").read_text())
+    expected = chart_values["postgres"]["cloudnativepg"]["parameters"]
+    assert expected == WAL
+    cluster = platform.layout.pg_cluster()
+    for dsn in (cluster.multi_host_dsn("bank"), cluster.replica_dsn("bank")):
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            for name, value in expected.items():
+                cur.execute("SELECT current_setting(%s)", (name,))
+                assert cur.fetchone() == (value,), (dsn.split("@")[-1], name)
 
 
 def test_cgroup_limits_are_applied(platform: LocalPlatform) -> None:
