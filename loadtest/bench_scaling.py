@@ -201,21 +201,22 @@ def run(args: argparse.Namespace) -> int:
 
     from loadtest.chart import draw_scaling_chart  # matplotlib: only when there is a chart to draw
 
-    table, ratios = format_table(points), format_ceilings(points, db_tps, framework_rps)
+    sections = [format_table(points), format_ceilings(points, db_tps, framework_rps)]
     if latency_points:
-        ratios += "\n\nbelow saturation\n" + format_latency_table(latency_points, args.latency_p99_ms)
+        sections.append("below saturation\n" + format_latency_table(latency_points, args.latency_p99_ms))
+    text = "\n\n".join(sections)
     chart = draw_scaling_chart(points, results / "scaling.png", db_ceiling_tps=db_tps,
                                framework_ceiling_rps=framework_rps, users=args.users,
                                title_note=f"{args.warmup:.0f}s warm-up + {args.duration:.0f}s measured per point; "
                                           f"seed: 4 min per point")
-    (results / "table.txt").write_text(table + "\n\n" + ratios + "\n")
+    (results / "table.txt").write_text(text + "\n")
     (results / "bench.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items() if k != "handler"},
         "points": [p.as_json() for p in points], "seed_per_second": seed_per_second(),
         "latency_points": [p.as_json() for p in latency_points], "latency_p99_target_ms": args.latency_p99_ms,
         "db_ceiling_tps": db_tps, "framework_ceiling_rps": framework_rps, "ceilings": ceiling_notes,
     }, indent=1, default=str))
-    print("\n" + table + "\n\n" + ratios)
+    print("\n" + text)
     print(f"\nchart: {chart}\ntable: {results / 'table.txt'}\nraw:   {results / 'bench.json'}")
     return 0
 
