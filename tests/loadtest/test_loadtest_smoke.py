@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from newbank.runtime import cgroups
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -57,3 +59,6 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     assert (latency["instances"], latency["extra"]["wait"]) == (1, "0.2,0.4")
     assert latency["payments"] > 0
     assert "below saturation" in table and "p99<250" in table
+    # The framework ceiling's uvicorn ran in its own cgroup: gone with it, not left behind one per run.
+    for controller in ("cpu", "memory"):
+        assert not (cgroups.CGROUP_ROOT / controller / cgroups.group_name(results / "ceiling-framework")).exists()
