@@ -9,7 +9,8 @@ payments/s ÷ each. Ends with the table, the efficiency against 1 instance, and 
 
 Every point of that series saturates the machine (that is how a ceiling is found), so its latency is
 the queue in front of the platform. A second series keeps one instance and lengthens the users' think
-time (``--latency-waits``): the most payments/s whose p99 stays under ``--latency-p99-ms``.
+time (``--latency-waits``): the most payments/s whose p99 stays under ``--latency-p99-ms``, in every one
+of ``--latency-repeats`` runs of that level.
 
     python -m loadtest.bench_scaling --duration 60 --warmup 15      # or: newbank bench scaling
 """
@@ -107,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="think times 'min,max;min,max…' of the below-saturation series ('' skips it)")
     parser.add_argument("--latency-instances", type=int, default=1, help="instances of the below-saturation series")
     parser.add_argument("--latency-p99-ms", type=float, default=250.0, help="the p99 target of that series")
+    parser.add_argument("--latency-repeats", type=int, default=3,
+                        help="runs of each think time, in alternated rounds; a level holds the target only if "
+                             "every run did (identical runs scatter on a busy machine)")
 
 
 def measure_point(args: argparse.Namespace, host: str, home: Path, data_file: Path, data: dict[str, Any],
@@ -170,11 +174,15 @@ def run(args: argparse.Namespace) -> int:
             for n in counts:
                 points.append(measure_point(args, host, home, data_file, data, admin, n, results / f"point-{n}"))
             if latency_waits:
-                print(f"below saturation: {args.latency_instances} instance(s), think times {latency_waits} s",
-                      flush=True)
-            for i, wait in enumerate(latency_waits, 1):
-                latency_points.append(measure_point(args, host, home, data_file, data, admin, args.latency_instances,
-                                                    results / f"latency-{i}", wait=wait))
+                print(f"below saturation: {args.latency_instances} instance(s), think times {latency_waits} s, "
+                      f"{args.latency_repeats} run(s) each", flush=True)
+            for run_no in range(1, args.latency_repeats + 1):  # rounds, so drift spreads over every level
+                for i, wait in enumerate(latency_waits, 1):
+                    name = f"latency-{i}" if args.latency_repeats == 1 else f"latency-{i}-run{run_no}"
+                    point = measure_point(args, host, home, data_file, data, admin, args.latency_instances,
+                                          results / name, wait=wait)
+                    point.extra["run"] = run_no
+                    latency_points.append(point)
         finally:
             if not args.keep_scale and before:
                 scale_transactions(before)

@@ -45,7 +45,8 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     result = newbank_platform.cli(
         "bench", "scaling", "--instances", "1,2", "--duration", "4", "--warmup", "2", "-u", "8", "-r", "8",
         "--wait", "0.1,0.3", "--merchants", "5", "--customers", "4", "--check-sample", "50",
-        "--pgbench-clients", "2", "--latency-waits", "0.2,0.4", "--results", str(results), timeout_s=360,
+        "--pgbench-clients", "2", "--latency-waits", "0.2,0.4", "--latency-repeats", "2", "--results", str(results),
+        timeout_s=360,
     )  # fmt: skip
     _ok(result)
     bench = json.loads((results / "bench.json").read_text())
@@ -55,10 +56,13 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     assert (results / "scaling.png").read_bytes().startswith(b"\x89PNG")
     table = (results / "table.txt").read_text()
     assert "÷ db" in table
-    [latency] = bench["latency_points"]  # the below-saturation series: one think time asked, on 1 instance
-    assert (latency["instances"], latency["extra"]["wait"]) == (1, "0.2,0.4")
-    assert latency["payments"] > 0
+    # The below-saturation series: one think time asked, twice, on 1 instance.
+    latency = bench["latency_points"]
+    assert [(p["instances"], p["extra"]["wait"], p["extra"]["run"]) for p in latency] == [(1, "0.2,0.4", 1),
+                                                                                          (1, "0.2,0.4", 2)]
+    assert all(p["payments"] > 0 for p in latency)
     assert "below saturation" in table and "p99<250" in table
+    assert (results / "latency-1-run2" / "checks.json").exists()
     # The framework ceiling's uvicorn ran in its own cgroup: gone with it, not left behind one per run.
     for controller in ("cpu", "memory"):
         assert not (cgroups.CGROUP_ROOT / controller / cgroups.group_name(results / "ceiling-framework")).exists()
