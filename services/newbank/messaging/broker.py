@@ -8,6 +8,7 @@ empty data folder therefore gets its topology back from every service that recon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import aio_pika.exceptions
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.connection import make_url
 
 from newbank.messaging.topology import TOPOLOGY, Topology
 
@@ -110,7 +112,7 @@ class Broker:
         delay = 0.2
         while not self._stopping:
             try:
-                connection = await aio_pika.connect(self.url, timeout=5)
+                connection = await self._connect()
             except Exception as exc:
                 log.warning("broker unreachable: %s", exc.__class__.__name__)
                 await asyncio.sleep(delay)
@@ -151,6 +153,19 @@ class Broker:
             if not self._stopping:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _connect(self) -> aio_pika.abc.AbstractConnection:
+        """``aio_pika.connect``, but a failed attempt is closed here rather than left to the garbage
+        collector, whose ``__del__`` schedules ``close()`` and, in a thread without an event loop, leaves
+        the coroutine never awaited."""
+        connection = aio_pika.Connection(make_url(self.url))
+        try:
+            await connection.connect(timeout=5)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the attempt's own error is the one to report
+                await connection.close()
+            raise
+        return connection
 
     async def publish_channel(self) -> AbstractChannel:
         """A channel with publisher confirms; reopened after any failure (a nacking channel stays bad)."""
