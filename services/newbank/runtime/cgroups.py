@@ -7,7 +7,6 @@ before it ``exec``s the service (a tiny ``sh`` wrapper), so no allocation escape
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
@@ -112,26 +111,32 @@ def pids_in(home: Path, instance: str) -> list[int]:
         return []
 
 
+def _rmdir_retrying(path: Path, deadline: float) -> None:
+    """``rmdir`` a group, retrying while it is busy: a process that has just exited (a zombie whose
+    threads are still leaving, or one not yet reaped) keeps its group populated for a moment."""
+    while path.exists():
+        try:
+            path.rmdir()
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+
+
 def remove(home: Path, instance: str, *, wait_s: float = 3.0) -> None:
-    """Remove the instance's groups; an exiting process lingers in them for a moment, so retry."""
+    """Remove the instance's groups (retrying for up to ``wait_s`` while they are busy)."""
     deadline = time.monotonic() + wait_s
     for path in _group_dirs(home, instance):
-        while path.exists():
-            try:
-                path.rmdir()
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+        _rmdir_retrying(path, deadline)
 
 
-def remove_all(home: Path) -> None:
+def remove_all(home: Path, *, wait_s: float = 3.0) -> None:
+    """Remove every group of ``home`` and its parent (retrying for up to ``wait_s`` while busy)."""
+    deadline = time.monotonic() + wait_s
     for controller in ("cpu", "memory"):
         parent = CGROUP_ROOT / controller / group_name(home)
         if parent.is_dir():
             for child in parent.iterdir():
                 if child.is_dir():
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
-            with contextlib.suppress(OSError):
-                parent.rmdir()
+                    _rmdir_retrying(child, deadline)
+            _rmdir_retrying(parent, deadline)
