@@ -92,6 +92,14 @@ def test_ingress_reuses_connections_to_instances(platform: LocalPlatform) -> Non
     assert 1 <= opened <= 2, f"{opened} connections opened to partners-1 for 20 requests"
 
 
+def test_ingress_runs_one_thread(platform: LocalPlatform) -> None:
+    """On two cores shared with the platform a second HAProxy thread cost CPU and bought nothing."""
+    pid = platform.layout.haproxy().pid
+    assert pid is not None
+    threads = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Threads:"))
+    assert threads.split() == ["Threads:", "1"]
+
+
 def test_row_on_primary_appears_on_replica(platform: LocalPlatform) -> None:
     cluster = platform.layout.pg_cluster()
     marker = uuid.uuid4().hex
