@@ -100,6 +100,13 @@ def test_ingress_runs_one_thread(platform: LocalPlatform) -> None:
     assert threads.split() == ["Threads:", "1"]
 
 
+def test_broker_runs_one_scheduler(platform: LocalPlatform) -> None:
+    """Likewise one Erlang scheduler: the broker needs ~0.1 core here, a second one cost CPU."""
+    answer = platform.layout.rabbitmq().ctl("eval", "erlang:system_info(schedulers_online).")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() == "1"
+
+
 def test_row_on_primary_appears_on_replica(platform: LocalPlatform) -> None:
     cluster = platform.layout.pg_cluster()
     marker = uuid.uuid4().hex
