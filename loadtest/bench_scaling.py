@@ -104,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pgbench-clients", type=int, default=None,
                         help="default: the database connections of the largest point (pool size × instances)")
     parser.add_argument("--keep-scale", action="store_true", help="leave the last instance count running")
-    parser.add_argument("--latency-waits", default="2.0,4.0;1.5,3.5;1.0,3.0",
+    parser.add_argument("--latency-waits", default="1.5,3.5;1.0,3.0;0.8,2.4;0.7,2.1",
                         help="think times 'min,max;min,max…' of the below-saturation series ('' skips it)")
     parser.add_argument("--latency-instances", type=int, default=1, help="instances of the below-saturation series")
     parser.add_argument("--latency-p99-ms", type=float, default=250.0, help="the p99 target of that series")
