@@ -151,9 +151,12 @@ def test_latency_table_sorts_by_rate_and_names_the_answer() -> None:
 
 def test_a_repeated_level_holds_the_target_only_if_every_run_did() -> None:
     points = [
-        _latency_point(300, 200, "1.0,3.0"), _latency_point(260, 150, "1.5,3.5"),  # round 1
-        _latency_point(320, 410, "1.0,3.0"), _latency_point(250, 170, "1.5,3.5"),  # round 2
-        _latency_point(310, 230, "1.0,3.0"), _latency_point(270, 160, "1.5,3.5"),  # round 3
+        _latency_point(300, 200, "1.0,3.0"),
+        _latency_point(260, 150, "1.5,3.5"),  # round 1
+        _latency_point(320, 410, "1.0,3.0"),
+        _latency_point(250, 170, "1.5,3.5"),  # round 2
+        _latency_point(310, 230, "1.0,3.0"),
+        _latency_point(270, 160, "1.5,3.5"),  # round 3
     ]
     levels = latency_levels(points)
     assert [level.wait for level in levels] == ["1.5,3.5", "1.0,3.0"]
