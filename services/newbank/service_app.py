@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from newbank.auth import IntrospectionClient, KeyResolver, is_admin_token
 from newbank.database import Database, migrate
 from newbank.errors import ProblemError, install_error_handlers
+from newbank.gc_tuning import tune_after_startup
 from newbank.messaging.broker import Broker
 from newbank.messaging.consumer import ConsumerSpec, InboxConsumer
 from newbank.messaging.inbox_pruning import inbox_pruning_loop
@@ -194,6 +195,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         ctx.spawn(relay.housekeeping(), "outbox-housekeeping")
         if consumer_names:
             ctx.spawn(inbox_pruning_loop(db, consumer_names, settings.inbox_retention_h), "inbox-housekeeping")
+        tune_after_startup(freeze=settings.gc_freeze, gen0_threshold=settings.gc_gen0_threshold)
         log.info("service started")
         try:
             yield

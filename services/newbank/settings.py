@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # true turns FastAPI's spans, metrics and logs on for a process that configures a provider.
     opentelemetry: bool = False
     log_level: str = "INFO"
+    # The garbage collector once start-up is over (newbank/gc_tuning.py): start-up's objects frozen,
+    # a young collection every this many net container allocations (CPython's default is 700).
+    gc_freeze: bool = True
+    gc_gen0_threshold: int = Field(default=10_000, ge=100)
     # Run the migrations of this service's database at start-up (idempotent).
     migrate_on_start: bool = True
 

@@ -107,6 +107,17 @@ def test_broker_runs_one_scheduler(platform: LocalPlatform) -> None:
     assert answer.stdout.strip() == "1"
 
 
+def test_instances_run_with_startup_objects_frozen(platform: LocalPlatform) -> None:
+    """Each instance's collector, as it reports it: start-up's objects frozen, young collections rare."""
+    if platform.standin:
+        pytest.skip("the stand-in app is not a NewBank service")
+    for inst in load_instances(platform.layout):
+        metrics = httpx.get(f"http://127.0.0.1:{inst.port}/metrics", timeout=5).text
+        values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("newbank_gc_"))
+        assert float(values["newbank_gc_frozen_objects"]) > 10_000, inst.name
+        assert float(values['newbank_gc_threshold{generation="0"}']) == 10_000, inst.name
+
+
 def test_row_on_primary_appears_on_replica(platform: LocalPlatform) -> None:
     cluster = platform.layout.pg_cluster()
     marker = uuid.uuid4().hex
