@@ -15,7 +15,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
 import httpx
@@ -64,6 +64,10 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+KEEPALIVE_EXPIRY_S = 2.0  # below uvicorn's --timeout-keep-alive (5 s by default)
+# The connection failed before an answer came; a timeout is not retried (the service is slow, not gone).
+_CONNECTION_LOST = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
 UNAUTHORIZED = ProblemError(401, "unauthorized", "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -75,7 +79,14 @@ class IntrospectionClient:
     """Asks the accounts service who a key belongs to, and remembers the answer briefly."""
 
     def __init__(self, base_url: str, admin_token: str, ttl_s: float = 30.0, negative_ttl_s: float = 2.0):
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(3.0))
+        # uvicorn closes a connection idle for 5 s (its keep-alive timeout), httpx by default keeps one
+        # for 5 s too: a request sent on a connection the server is closing at that moment fails.
+        # Dropping idle connections well before the server does removes that race.
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(3.0),
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
+        )
         self._admin_token = admin_token
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
@@ -91,13 +102,7 @@ class IntrospectionClient:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            response = await self._client.post(
-                "/internal/introspect",
-                json={"token": token},
-                headers={"Authorization": f"Bearer {self._admin_token}"},
-            )
-            response.raise_for_status()
-            answer = response.json()
+            answer = await self._introspect(token)
         except (httpx.HTTPError, ValueError) as exc:
             # The accounts service is down or restarting: the platform's fault, and a retry helps.
             raise ProblemError(
@@ -114,6 +119,24 @@ class IntrospectionClient:
             self._cache.clear()
         self._cache[digest] = (now + ttl, principal)
         return principal
+
+    async def _introspect(self, token: str) -> dict[str, Any]:
+        """One POST, sent again once if the connection failed before an answer came (a reused
+        connection the server had just closed): introspection reads and changes nothing."""
+        for attempt in range(2):
+            try:
+                response = await self._client.post(
+                    "/internal/introspect",
+                    json={"token": token},
+                    headers={"Authorization": f"Bearer {self._admin_token}"},
+                )
+            except _CONNECTION_LOST:
+                if attempt:
+                    raise
+                continue
+            response.raise_for_status()
+            return response.json()
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         await self._client.aclose()
