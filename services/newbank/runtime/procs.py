@@ -18,13 +18,23 @@ from pathlib import Path
 
 
 class StartupError(RuntimeError):
-    """A component did not become ready; names it and its log file."""
+    """A component did not become ready; names it and its log file, and quotes the log's last lines
+    (a test's state folder, logs included, is gone by the time anyone reads the failure)."""
 
     def __init__(self, component: str, reason: str, log_file: Path | None = None) -> None:
         self.component = component
         self.log_file = log_file
         where = f" (log: {log_file})" if log_file else ""
-        super().__init__(f"{component}: {reason}{where}")
+        super().__init__(f"{component}: {reason}{where}{_log_tail(log_file)}")
+
+
+def _log_tail(log_file: Path | None, lines: int = 20, max_chars: int = 4000) -> str:
+    try:
+        text = log_file.read_text(errors="replace") if log_file else ""
+    except OSError:
+        return ""
+    tail = "\n".join(text.splitlines()[-lines:])[-max_chars:]
+    return f"\n--- last lines of {log_file.name} ---\n{tail}" if tail else ""
 
 
 def spawn(
