@@ -1,9 +1,10 @@
 """The money paths run no SQL-language function that PostgreSQL must plan again on every call.
 
-A SQL function that cannot be inlined (several statements, or one that writes) parses, analyses and
-plans its body in every transaction when PL/pgSQL calls it; idempotency_store did, for 17 % of a
-payment's backend CPU (migration common/0006). ``track_functions = all`` (a superuser's setting)
-counts the functions a transaction really called (inlined ones are not calls); it is rolled back.
+A SQL function that cannot be inlined (several statements, a write, a body more volatile than the
+function) parses, analyses and plans its body in every transaction when PL/pgSQL calls it;
+idempotency_store did, for 17 % of a payment's backend CPU (migration common/0006).
+``track_functions = all`` (a superuser's setting) counts the functions a transaction really called
+(inlined ones are not calls); the transaction is rolled back.
 """
 
 from __future__ import annotations

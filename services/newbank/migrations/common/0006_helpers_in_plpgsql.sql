@@ -1,7 +1,7 @@
 -- Helpers called from PL/pgSQL become PL/pgSQL themselves. PostgreSQL inlines a SQL function only
--- when its body is one plain SELECT; otherwise (several statements, a write, or a CASE on a
--- parameter that PL/pgSQL passes at run time) every transaction parses, analyses and plans the
--- body again. idempotency_store did that in every payment and refund: 17 % of a backend's CPU in a
+-- when its body is one plain SELECT no more volatile than the function; otherwise (several
+-- statements, a write, or problem: IMMUTABLE, but jsonb_build_object is only STABLE) every
+-- transaction parses, analyses and plans the body again. idempotency_store did that in every payment and refund: 17 % of a backend's CPU in a
 -- profile of make_payment (perf, one client), ~11 % of the bank's backends under the benchmark's
 -- load. problem (every refusal and replay) and idempotency_release (every refused request) too.
 -- A PL/pgSQL function keeps its plans for the session.
