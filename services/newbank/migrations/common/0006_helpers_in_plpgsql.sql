@@ -1,10 +1,11 @@
 -- Helpers called from PL/pgSQL become PL/pgSQL themselves. PostgreSQL inlines a SQL function only
 -- when its body is one plain SELECT no more volatile than the function; otherwise (several
 -- statements, a write, or problem: IMMUTABLE, but jsonb_build_object is only STABLE) every
--- transaction parses, analyses and plans the body again. idempotency_store did that in every payment and refund: 17 % of a backend's CPU in a
--- profile of make_payment (perf, one client), ~11 % of the bank's backends under 1000 users'
--- load. problem (every refusal and replay) and idempotency_release (every refused request) too.
--- A PL/pgSQL function keeps its plans for the session.
+-- transaction parses, analyses and plans the body again. idempotency_store did that in every
+-- payment and refund: 17 % of a backend's CPU in a profile of make_payment (perf, one client),
+-- ~11 % of the bank's backends under 1000 users' load. problem (every refusal and replay) and
+-- idempotency_release (every refused request) did too. A PL/pgSQL function keeps its plans for
+-- the session.
 CREATE OR REPLACE FUNCTION idempotency_store(p_scope text, p_key text, p_status integer, p_body jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
