@@ -42,8 +42,12 @@ def newbank_cli() -> str:
 
 def scale_transactions(instances: int, timeout_s: float = 180) -> None:
     """Live scale through the runtime's own command, then wait until the count is what was asked."""
-    done = subprocess.run([newbank_cli(), "scale", "transactions", str(instances), "--timeout", str(timeout_s)],
-                          capture_output=True, text=True, timeout=timeout_s + 30)
+    done = subprocess.run(
+        [newbank_cli(), "scale", "transactions", str(instances), "--timeout", str(timeout_s)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 30,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"newbank scale transactions {instances} failed: {done.stdout[-500:]} {done.stderr[-500:]}")
 
@@ -86,10 +90,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=15, help="seconds of load before measuring, per point")
     parser.add_argument("-u", "--users", type=int, default=1000)
     parser.add_argument("-r", "--spawn-rate", type=float, default=200)
-    parser.add_argument("--wait", default="0.5,1.5",
-                        help="think time 'min,max' s: 1000 users offer ~1000 req/s, above what 4 instances take")
-    parser.add_argument("--ceiling-wait", default="0,0",
-                        help="think time of the framework ceiling's users: none, a ceiling saturates")
+    parser.add_argument(
+        "--wait",
+        default="0.5,1.5",
+        help="think time 'min,max' s: 1000 users offer ~1000 req/s, above what 4 instances take",
+    )
+    parser.add_argument(
+        "--ceiling-wait", default="0,0", help="think time of the framework ceiling's users: none, a ceiling saturates"
+    )
     parser.add_argument("--processes", type=int, default=1, help="locust worker processes")
     parser.add_argument("--locust-cpus", default="", help="pin locust (and pgbench) with taskset, e.g. '1'")
     parser.add_argument("--results", type=Path, default=None)
@@ -97,55 +105,108 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merchants", type=int, default=24)
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--check-sample", type=int, default=1000, help="payments checked per point")
-    parser.add_argument("--settle-timeout", type=float, default=180,
-                        help="seconds the checks wait for cashback to catch up (it also empties the backlog "
-                             "before the next point)")
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=180,
+        help="seconds the checks wait for cashback to catch up (it also empties the backlog before the next point)",
+    )
     parser.add_argument("--no-ceilings", action="store_true")
-    parser.add_argument("--pgbench-clients", type=int, default=None,
-                        help="default: the database connections of the largest point (pool size × instances)")
+    parser.add_argument(
+        "--pgbench-clients",
+        type=int,
+        default=None,
+        help="default: the database connections of the largest point (pool size × instances)",
+    )
     parser.add_argument("--keep-scale", action="store_true", help="leave the last instance count running")
-    parser.add_argument("--latency-waits", default="1.5,3.5;1.0,3.0;0.8,2.4;0.7,2.1",
-                        help="think times 'min,max;min,max…' of the below-saturation series ('' skips it)")
+    parser.add_argument(
+        "--latency-waits",
+        default="1.5,3.5;1.0,3.0;0.8,2.4;0.7,2.1",
+        help="think times 'min,max;min,max…' of the below-saturation series ('' skips it)",
+    )
     parser.add_argument("--latency-instances", type=int, default=1, help="instances of the below-saturation series")
     parser.add_argument("--latency-p99-ms", type=float, default=250.0, help="the p99 target of that series")
-    parser.add_argument("--latency-repeats", type=int, default=3,
-                        help="runs of each think time, in alternated rounds; a level holds the target only if "
-                             "every run did (identical runs scatter on a busy machine)")
+    parser.add_argument(
+        "--latency-repeats",
+        type=int,
+        default=3,
+        help="runs of each think time, in alternated rounds; a level holds the target only if "
+        "every run did (identical runs scatter on a busy machine)",
+    )
 
 
-def measure_point(args: argparse.Namespace, host: str, home: Path, data_file: Path, data: dict[str, Any],
-                  admin: str, instances: int, folder: Path, wait: str | None = None) -> ScalingPoint:
+def measure_point(
+    args: argparse.Namespace,
+    host: str,
+    home: Path,
+    data_file: Path,
+    data: dict[str, Any],
+    admin: str,
+    instances: int,
+    folder: Path,
+    wait: str | None = None,
+) -> ScalingPoint:
     wait = wait or args.wait
     scale_transactions(instances)
     time.sleep(2)  # HAProxy's health checks mark the new servers up (inter 1 s, rise 1)
     pids = transaction_pids(home)
-    run = LocustRun(folder, host, data_file, users=args.users, spawn_rate=args.spawn_rate,
-                    run_time_s=args.warmup + args.duration, processes=args.processes, wait=wait,
-                    cpus=args.locust_cpus)
+    run = LocustRun(
+        folder,
+        host,
+        data_file,
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        run_time_s=args.warmup + args.duration,
+        processes=args.processes,
+        wait=wait,
+        cpus=args.locust_cpus,
+    )
     _, cpu, start = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty(), home=home)
     summary = summarise(folder, start, start + args.duration)
-    report = asyncio.run(checks.run_checks(host, admin, folder, data, sample=args.check_sample,
-                                           settle_timeout_s=args.settle_timeout))
-    (folder / "checks.json").write_text(json.dumps({"ok": report.ok, "results": [r.__dict__ for r in report.results],
-                                                    "cashback_lag_ms": report.cashback_lag_ms}, indent=1))
+    report = asyncio.run(
+        checks.run_checks(host, admin, folder, data, sample=args.check_sample, settle_timeout_s=args.settle_timeout)
+    )
+    (folder / "checks.json").write_text(
+        json.dumps(
+            {
+                "ok": report.ok,
+                "results": [r.__dict__ for r in report.results],
+                "cashback_lag_ms": report.cashback_lag_ms,
+            },
+            indent=1,
+        )
+    )
     lag = report.cashback_lag_ms.get("p99", float("nan"))
     point = ScalingPoint(
-        instances=instances, payments_per_s=float(summary["payments_per_s"]),
-        p50_ms=float(summary["p50_ms"]), p95_ms=float(summary["p95_ms"]),
-        p99_ms=float(summary["p99_ms"]), error_rate=float(summary["error_rate"]),
+        instances=instances,
+        payments_per_s=float(summary["payments_per_s"]),
+        p50_ms=float(summary["p50_ms"]),
+        p95_ms=float(summary["p95_ms"]),
+        p99_ms=float(summary["p99_ms"]),
+        error_rate=float(summary["error_rate"]),
         payments=int(summary["payments"]),
-        instances_cpu=cpu.get("instances", float("nan")), locust_cpu=cpu.get("locust", float("nan")),
-        machine_cpu=cpu.get("machine", float("nan")), cashback_lag_p99_ms=lag,
+        instances_cpu=cpu.get("instances", float("nan")),
+        locust_cpu=cpu.get("locust", float("nan")),
+        machine_cpu=cpu.get("machine", float("nan")),
+        cashback_lag_p99_ms=lag,
         foreign_cpu=cpu.get("machine", float("nan")) - sum(v for k, v in cpu.items() if k != "machine"),
-        extra={"wait": wait, "server_errors": summary["server_errors"], "pids": pids, "cpu": cpu,
-               "checks": [r.__dict__ for r in report.results]},
+        extra={
+            "wait": wait,
+            "server_errors": summary["server_errors"],
+            "pids": pids,
+            "cpu": cpu,
+            "checks": [r.__dict__ for r in report.results],
+        },
     )
     failed = [r.name for r in report.results if not r.ok and not r.detail.startswith("skipped")]
-    print(f"  {instances} instance(s), think {wait} s: {point.payments_per_s:.1f} payments/s, "
-          f"p99 {point.p99_ms:.0f} ms, "
-          f"errors {point.error_rate * 100:.2f}%, instances {point.instances_cpu:.2f} cores, "
-          f"locust {point.locust_cpu:.2f}, machine {point.machine_cpu:.2f}; checks "
-          f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}\n    CPU (cores): {format_cpu(cpu)}", flush=True)
+    print(
+        f"  {instances} instance(s), think {wait} s: {point.payments_per_s:.1f} payments/s, "
+        f"p99 {point.p99_ms:.0f} ms, "
+        f"errors {point.error_rate * 100:.2f}%, instances {point.instances_cpu:.2f} cores, "
+        f"locust {point.locust_cpu:.2f}, machine {point.machine_cpu:.2f}; checks "
+        f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}\n    CPU (cores): {format_cpu(cpu)}",
+        flush=True,
+    )
     return point
 
 
@@ -160,12 +221,16 @@ def run(args: argparse.Namespace) -> int:
     data_file = args.data.resolve() if args.data else results / "data.json"
     if args.data is None:
         print(f"setup: {args.merchants} merchants, {args.customers} customers through {host} ...", flush=True)
-        data_file.write_text(json.dumps(asyncio.run(
-            setup_data.setup(host, admin, args.merchants, args.customers)), ensure_ascii=False))
+        data_file.write_text(
+            json.dumps(asyncio.run(setup_data.setup(host, admin, args.merchants, args.customers)), ensure_ascii=False)
+        )
     data = json.loads(data_file.read_text())
     before = len(transaction_pids(home))
-    print(f"scaling benchmark: {counts} instances, {args.users} users, {args.warmup:.0f}s warm-up + "
-          f"{args.duration:.0f}s measured per point, think time {args.wait} s → {results}", flush=True)
+    print(
+        f"scaling benchmark: {counts} instances, {args.users} users, {args.warmup:.0f}s warm-up + "
+        f"{args.duration:.0f}s measured per point, think time {args.wait} s → {results}",
+        flush=True,
+    )
     latency_waits = [w.strip() for w in args.latency_waits.split(";") if w.strip()]
     points: list[ScalingPoint] = []
     latency_points: list[ScalingPoint] = []
@@ -174,13 +239,17 @@ def run(args: argparse.Namespace) -> int:
             for n in counts:
                 points.append(measure_point(args, host, home, data_file, data, admin, n, results / f"point-{n}"))
             if latency_waits:
-                print(f"below saturation: {args.latency_instances} instance(s), think times {latency_waits} s, "
-                      f"{args.latency_repeats} run(s) each", flush=True)
+                print(
+                    f"below saturation: {args.latency_instances} instance(s), think times {latency_waits} s, "
+                    f"{args.latency_repeats} run(s) each",
+                    flush=True,
+                )
             for run_no in range(1, args.latency_repeats + 1):  # rounds, so drift spreads over every level
                 for i, wait in enumerate(latency_waits, 1):
                     name = f"latency-{i}" if args.latency_repeats == 1 else f"latency-{i}-run{run_no}"
-                    point = measure_point(args, host, home, data_file, data, admin, args.latency_instances,
-                                          results / name, wait=wait)
+                    point = measure_point(
+                        args, host, home, data_file, data, admin, args.latency_instances, results / name, wait=wait
+                    )
                     point.extra["run"] = run_no
                     latency_points.append(point)
         finally:
@@ -194,16 +263,24 @@ def run(args: argparse.Namespace) -> int:
         dsn = checks.bank_database_url()
         if dsn:
             print(f"database ceiling: pgbench, {clients} clients, {args.duration:.0f}s ...", flush=True)
-            db_tps, output = ceilings.pgbench_ceiling(dsn, data, results / "ceiling-db", clients=clients,
-                                                      seconds=int(args.duration), cpus=args.locust_cpus)
+            db_tps, output = ceilings.pgbench_ceiling(
+                dsn, data, results / "ceiling-db", clients=clients, seconds=int(args.duration), cpus=args.locust_cpus
+            )
             if db_tps is None:
                 errors = [line for line in output.splitlines() if "error" in line.lower()][-3:]
                 print("database ceiling: no measurement —", " | ".join(errors) or output[-300:], flush=True)
         ceiling_notes["pgbench_clients"] = clients
         print("framework ceiling: trivial FastAPI in one limited uvicorn ...", flush=True)
         stats, cpu, limited = ceilings.framework_ceiling(
-            results / "ceiling-framework", users=args.users, seconds=args.duration, warmup_s=args.warmup,
-            wait=args.ceiling_wait, spawn_rate=args.spawn_rate, processes=args.processes, cpus=args.locust_cpus)
+            results / "ceiling-framework",
+            users=args.users,
+            seconds=args.duration,
+            warmup_s=args.warmup,
+            wait=args.ceiling_wait,
+            spawn_rate=args.spawn_rate,
+            processes=args.processes,
+            cpus=args.locust_cpus,
+        )
         framework_rps = stats.payments_per_s
         ceiling_notes |= {"framework_limits": limited, "framework_p99_ms": stats.p99_ms, "framework_cpu": cpu}
 
@@ -213,25 +290,40 @@ def run(args: argparse.Namespace) -> int:
     if latency_points:
         sections.append("below saturation\n" + format_latency_table(latency_points, args.latency_p99_ms))
     text = "\n\n".join(sections)
-    chart = draw_scaling_chart(points, results / "scaling.png", db_ceiling_tps=db_tps,
-                               framework_ceiling_rps=framework_rps, users=args.users,
-                               title_note=f"{args.warmup:.0f}s warm-up + {args.duration:.0f}s measured per point; "
-                                          f"seed: 4 min per point")
+    chart = draw_scaling_chart(
+        points,
+        results / "scaling.png",
+        db_ceiling_tps=db_tps,
+        framework_ceiling_rps=framework_rps,
+        users=args.users,
+        title_note=f"{args.warmup:.0f}s warm-up + {args.duration:.0f}s measured per point; seed: 4 min per point",
+    )
     (results / "table.txt").write_text(text + "\n")
-    (results / "bench.json").write_text(json.dumps({
-        "args": {k: str(v) for k, v in vars(args).items() if k != "handler"},
-        "points": [p.as_json() for p in points], "seed_per_second": seed_per_second(),
-        "latency_points": [p.as_json() for p in latency_points], "latency_p99_target_ms": args.latency_p99_ms,
-        "db_ceiling_tps": db_tps, "framework_ceiling_rps": framework_rps, "ceilings": ceiling_notes,
-    }, indent=1, default=str))
+    (results / "bench.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items() if k != "handler"},
+                "points": [p.as_json() for p in points],
+                "seed_per_second": seed_per_second(),
+                "latency_points": [p.as_json() for p in latency_points],
+                "latency_p99_target_ms": args.latency_p99_ms,
+                "db_ceiling_tps": db_tps,
+                "framework_ceiling_rps": framework_rps,
+                "ceilings": ceiling_notes,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print("\n" + text)
     print(f"\nchart: {chart}\ntable: {results / 'table.txt'}\nraw:   {results / 'bench.json'}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="newbank bench scaling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="newbank bench scaling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -63,12 +63,25 @@ def parse_pgbench_tps(output: str) -> float | None:
     return float(match.group(1))
 
 
-def pgbench_ceiling(dsn: str, data: dict[str, Any], folder: Path, *, clients: int, seconds: int,
-                    cpus: str = "") -> tuple[float | None, str]:
+def pgbench_ceiling(
+    dsn: str, data: dict[str, Any], folder: Path, *, clients: int, seconds: int, cpus: str = ""
+) -> tuple[float | None, str]:
     """Payments per second PostgreSQL alone sustains; returns (tps, pgbench's output)."""
     scripts = pgbench_scripts(data, folder / "pgbench")
-    argv = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(2, clients)),
-            "-T", str(seconds), "-P", "10"]
+    argv = [
+        "pgbench",
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(clients),
+        "-j",
+        str(min(2, clients)),
+        "-T",
+        str(seconds),
+        "-P",
+        "10",
+    ]
     for script in scripts:
         argv += ["-f", f"{script}@1"]
     argv.append(dsn)
@@ -99,16 +112,34 @@ def _wait_healthy(url: str, timeout_s: float = 30) -> None:
 
 
 def framework_ceiling(
-    folder: Path, *, users: int, seconds: float, warmup_s: float, wait: str, spawn_rate: float,
-    processes: int = 1, cpus: str = "",
+    folder: Path,
+    *,
+    users: int,
+    seconds: float,
+    warmup_s: float,
+    wait: str,
+    spawn_rate: float,
+    processes: int = 1,
+    cpus: str = "",
 ) -> tuple[WindowStats, dict[str, float], str]:
     """Requests/s of the trivial endpoint in one limited uvicorn; returns (stats, CPU, how it was limited)."""
     from newbank.runtime import cgroups, procs
 
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "loadtest.trivial_app:app", "--host", "127.0.0.1",
-            "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "loadtest.trivial_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     why_not = cgroups.available()
     limits = cgroups.LIMITS["transactions"]
     if why_not is None:
@@ -117,9 +148,18 @@ def framework_ceiling(
     server = procs.spawn(argv, folder / "trivial_app.log", cwd=Path(__file__).resolve().parent.parent)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/healthz")
-        run = LocustRun(folder, f"http://127.0.0.1:{port}", users=users, spawn_rate=spawn_rate,
-                        run_time_s=warmup_s + seconds, processes=processes, wait=wait, mode="framework-ceiling",
-                        cpus=cpus, user_classes=["FrameworkCeilingUser"])
+        run = LocustRun(
+            folder,
+            f"http://127.0.0.1:{port}",
+            users=users,
+            spawn_rate=spawn_rate,
+            run_time_s=warmup_s + seconds,
+            processes=processes,
+            wait=wait,
+            mode="framework-ceiling",
+            cpus=cpus,
+            user_classes=["FrameworkCeilingUser"],
+        )
         _, cpu, start = run_with_cpu(run, [server.pid], warmup_s=warmup_s, progress=False)
     finally:
         procs.stop_pid(server.pid, timeout_s=10)

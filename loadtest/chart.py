@@ -38,31 +38,52 @@ def draw_scaling_chart(
     width = 0.38
     xs = list(range(len(counts)))
     our_bars = ax.bar(
-        [x - width / 2 for x in xs], [ours.get(n, 0.0) for n in counts], width,
-        label="NewBank Cashback (Python, this machine)", color="#1f77b4",
+        [x - width / 2 for x in xs],
+        [ours.get(n, 0.0) for n in counts],
+        width,
+        label="NewBank Cashback (Python, this machine)",
+        color="#1f77b4",
     )
     seed_bars = ax.bar(
-        [x + width / 2 for x in xs], [seed.get(n, 0.0) for n in counts], width,
-        label="seed (Java/Spring, 4 min per point, normalised per second)", color="#ff7f0e",
+        [x + width / 2 for x in xs],
+        [seed.get(n, 0.0) for n in counts],
+        width,
+        label="seed (Java/Spring, 4 min per point, normalised per second)",
+        color="#ff7f0e",
     )
     for bar, n in zip(our_bars, counts, strict=True):
         if n in ours:
             label = f"{ours[n]:.0f}/s" + (f"\neff {eff[n]:.2f}" if n in eff and n != 1 else "")
-            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8
+            )
     for bar, n in zip(seed_bars, counts, strict=True):
         if n in seed:
-            ax.annotate(f"{seed[n]:.0f}/s", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                f"{seed[n]:.0f}/s",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
 
     if 1 in ours:
         ax.plot(xs, [ours[1] * n for n in counts], linestyle=":", color="#1f77b4", label="ideal linear scaling")
     if db_ceiling_tps:
-        ax.axhline(db_ceiling_tps, linestyle="--", color="#2ca02c",
-                   label=f"database ceiling (pgbench make_payment) {db_ceiling_tps:.0f}/s")
+        ax.axhline(
+            db_ceiling_tps,
+            linestyle="--",
+            color="#2ca02c",
+            label=f"database ceiling (pgbench make_payment) {db_ceiling_tps:.0f}/s",
+        )
     if framework_ceiling_rps:
-        ax.plot(xs, [framework_ceiling_rps * n for n in counts], linestyle="--", color="#9467bd",
-                label=f"framework ceiling × n (trivial FastAPI, {framework_ceiling_rps:.0f}/s each)")
+        ax.plot(
+            xs,
+            [framework_ceiling_rps * n for n in counts],
+            linestyle="--",
+            color="#9467bd",
+            label=f"framework ceiling × n (trivial FastAPI, {framework_ceiling_rps:.0f}/s each)",
+        )
 
     ax.set_yscale("log")
     ax.set_xticks(xs, [str(n) for n in counts])

@@ -54,12 +54,16 @@ class CheckReport:
         return all(r.ok or r.detail.startswith("skipped") for r in self.results)
 
     def summary(self) -> str:
-        lines = [f"  [{'ok' if r.ok else ('--' if r.detail.startswith('skipped') else 'FAIL')}] {r.name}: {r.detail}"
-                 for r in self.results]
+        lines = [
+            f"  [{'ok' if r.ok else ('--' if r.detail.startswith('skipped') else 'FAIL')}] {r.name}: {r.detail}"
+            for r in self.results
+        ]
         if self.cashback_lag_ms:
             lag = self.cashback_lag_ms
-            lines.append(f"  cashback lag: p50 {lag['p50']:.0f} ms, p99 {lag['p99']:.0f} ms, max {lag['max']:.0f} ms "
-                         f"over {lag['n']:.0f} payments")
+            lines.append(
+                f"  cashback lag: p50 {lag['p50']:.0f} ms, p99 {lag['p99']:.0f} ms, max {lag['max']:.0f} ms "
+                f"over {lag['n']:.0f} payments"
+            )
         return "\n".join(lines)
 
 
@@ -72,8 +76,7 @@ def expected_cashback(debited_amount: int, rate_bps: int) -> int:
     return debited_amount * rate_bps // 10_000
 
 
-def judge_payment(payment: dict[str, Any], entries: list[dict[str, Any]], rate_bps: int,
-                  refunded: int) -> str | None:
+def judge_payment(payment: dict[str, Any], entries: list[dict[str, Any]], rate_bps: int, refunded: int) -> str | None:
     """Why this payment's cashback is wrong, or None when it is right."""
     cashback = payment.get("cashback") or {}
     status = cashback.get("status")
@@ -139,8 +142,15 @@ class Checker:
                 return entries
 
 
-async def run_checks(base_url: str, admin: str, results_dir: Path, data: dict[str, Any], *,
-                     sample: int | None = None, settle_timeout_s: float = 60.0) -> CheckReport:
+async def run_checks(
+    base_url: str,
+    admin: str,
+    results_dir: Path,
+    data: dict[str, Any],
+    *,
+    sample: int | None = None,
+    settle_timeout_s: float = 60.0,
+) -> CheckReport:
     report = CheckReport()
     errors = server_errors(read_status_counts(results_dir))
     report.add("no 5xx", not errors, "none" if not errors else ", ".join(f"{k}: {v}" for k, v in errors.items()))
@@ -149,8 +159,12 @@ async def run_checks(base_url: str, admin: str, results_dir: Path, data: dict[st
     if sample and len(records) > sample:
         records = random.Random(1).sample(records, sample)
     rates = {m["id"]: int(m["rate_bps"]) for m in data["merchants"]}
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {admin}"},
-                                 limits=httpx.Limits(max_connections=64)) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url,
+        timeout=30,
+        headers={"Authorization": f"Bearer {admin}"},
+        limits=httpx.Limits(max_connections=64),
+    ) as client:
         checker = Checker(client)
         payments = await _fetch_payments(checker, records, report)
         settled = await _wait_settled(checker, payments, rates, settle_timeout_s)
@@ -168,13 +182,19 @@ async def _fetch_payments(checker: Checker, records: list[PaymentRecord], report
     for record, (status, body) in zip(records, answers, strict=True):
         if status != 200:
             wrong.append(f"{record.payment_id}: GET → {status}")
-        elif (body["amount"], body["account_id"], body["merchant_id"]) != (record.amount, record.account_id,
-                                                                          record.merchant_id):
+        elif (body["amount"], body["account_id"], body["merchant_id"]) != (
+            record.amount,
+            record.account_id,
+            record.merchant_id,
+        ):
             wrong.append(f"{record.payment_id}: differs from what was paid")
         else:
             payments[record.payment_id or ""] = body
-    report.add("every 201 payment exists", not wrong,
-               f"{len(payments)} of {len(records)} found as paid" + (f"; e.g. {wrong[:3]}" if wrong else ""))
+    report.add(
+        "every 201 payment exists",
+        not wrong,
+        f"{len(payments)} of {len(records)} found as paid" + (f"; e.g. {wrong[:3]}" if wrong else ""),
+    )
     return payments
 
 
@@ -210,8 +230,13 @@ def _judge(record: PaymentRecord, payment: dict[str, Any], entries: list[dict[st
     return judge_payment(payment, entries, rate_bps, refunded)
 
 
-async def _check_cashback(checker: Checker, records: list[PaymentRecord], payments: dict[str, dict],
-                          rates: dict[str, int], report: CheckReport) -> None:
+async def _check_cashback(
+    checker: Checker,
+    records: list[PaymentRecord],
+    payments: dict[str, dict],
+    rates: dict[str, int],
+    report: CheckReport,
+) -> None:
     by_payment = await _entries_by_payment(checker, {r.account_id for r in records if r.account_id})
     wrong: dict[str, str] = {}
     lags: list[float] = []
@@ -230,20 +255,29 @@ async def _check_cashback(checker: Checker, records: list[PaymentRecord], paymen
         # payment's GET and the entries' read: read both again, in that order, before calling it wrong.
         await asyncio.sleep(2)
         suspects = [r for r in records if r.payment_id in wrong]
-        fresh = dict(zip(wrong, await asyncio.gather(*(checker.get(f"/api/v1/payments/{pid}") for pid in wrong)),
-                         strict=True))
+        fresh = dict(
+            zip(wrong, await asyncio.gather(*(checker.get(f"/api/v1/payments/{pid}") for pid in wrong)), strict=True)
+        )
         fresh_entries = await _entries_by_payment(checker, {r.account_id for r in suspects if r.account_id})
         for record in suspects:
             status, payment = fresh[record.payment_id or ""]
-            if status == 200 and not _judge(record, payment, fresh_entries.get(payment["id"], []),
-                                            rates.get(payment["merchant_id"], 0)):
+            if status == 200 and not _judge(
+                record, payment, fresh_entries.get(payment["id"], []), rates.get(payment["merchant_id"], 0)
+            ):
                 del wrong[payment["id"]]
-    report.add("cashback credited exactly once", not wrong,
-               f"{len(payments)} payments, {sum(len(v) for v in by_payment.values())} entries read"
-               + (f"; {len(wrong)} wrong, e.g. {[f'{k}: {v}' for k, v in list(wrong.items())[:3]]}" if wrong else ""))
+    report.add(
+        "cashback credited exactly once",
+        not wrong,
+        f"{len(payments)} payments, {sum(len(v) for v in by_payment.values())} entries read"
+        + (f"; {len(wrong)} wrong, e.g. {[f'{k}: {v}' for k, v in list(wrong.items())[:3]]}" if wrong else ""),
+    )
     if lags:
-        report.cashback_lag_ms = {"n": float(len(lags)), "p50": percentile(lags, 50), "p99": percentile(lags, 99),
-                                  "max": max(lags)}
+        report.cashback_lag_ms = {
+            "n": float(len(lags)),
+            "p50": percentile(lags, 50),
+            "p99": percentile(lags, 99),
+            "max": max(lags),
+        }
 
 
 def bank_database_url() -> str | None:
@@ -285,11 +319,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     data = json.loads((args.data or args.results / "data.json").read_text())
-    report = asyncio.run(run_checks(args.base_url, admin_token(), args.results, data, sample=args.sample,
-                                    settle_timeout_s=args.settle_timeout))
-    (args.results / "checks.json").write_text(json.dumps(
-        {"ok": report.ok, "results": [asdict(r) for r in report.results], "cashback_lag_ms": report.cashback_lag_ms},
-        indent=1))
+    report = asyncio.run(
+        run_checks(
+            args.base_url, admin_token(), args.results, data, sample=args.sample, settle_timeout_s=args.settle_timeout
+        )
+    )
+    (args.results / "checks.json").write_text(
+        json.dumps(
+            {
+                "ok": report.ok,
+                "results": [asdict(r) for r in report.results],
+                "cashback_lag_ms": report.cashback_lag_ms,
+            },
+            indent=1,
+        )
+    )
     print("checks:\n" + report.summary())
     return 0 if report.ok else 1
 

@@ -101,8 +101,9 @@ class MerchantUser(FastHttpUser):
         headers = self.auth | {"Idempotency-Key": str(uuid.uuid4())}
         status, payload = 0, None
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            with self.client.post(path, json=body, headers=headers, name=name if attempt == 1 else retry_name,
-                                  catch_response=True) as response:
+            with self.client.post(
+                path, json=body, headers=headers, name=name if attempt == 1 else retry_name, catch_response=True
+            ) as response:
                 status = response.status_code or 0
                 if status == 201:
                     payload = response.json()
@@ -127,9 +128,14 @@ class MerchantUser(FastHttpUser):
         started = time.time()
         status, payment, attempts = self._post_with_retries("/api/v1/payments", PAYMENT, PAYMENT_RETRY, body)
         record: dict[str, Any] = {
-            "started_at": started, "latency_ms": (time.time() - started) * 1000, "status": status,
-            "attempts": attempts, "account_id": account["id"], "merchant_id": self.merchant["id"],
-            "amount": body["amount"], "currency": body["currency"],
+            "started_at": started,
+            "latency_ms": (time.time() - started) * 1000,
+            "status": status,
+            "attempts": attempts,
+            "account_id": account["id"],
+            "merchant_id": self.merchant["id"],
+            "amount": body["amount"],
+            "currency": body["currency"],
         }
         if payment:
             record |= {"payment_id": payment["id"], "created_at": payment.get("created_at")}
@@ -177,8 +183,11 @@ class CustomerUser(FastHttpUser):
     @task(2)
     def read_cashback(self) -> None:
         account = random.choice(self.customer["accounts"])
-        self.client.get(f"/api/v1/cashback/accounts/{account['id']}?limit=20", headers=self.auth,
-                        name="GET /api/v1/cashback/accounts/{id}")
+        self.client.get(
+            f"/api/v1/cashback/accounts/{account['id']}?limit=20",
+            headers=self.auth,
+            name="GET /api/v1/cashback/accounts/{id}",
+        )
 
 
 class VisitorUser(FastHttpUser):
@@ -214,8 +223,9 @@ class FrameworkCeilingUser(FastHttpUser):
         body = {"account_id": str(uuid.uuid4()), "amount": random.randint(100, 20_000), "currency": "EUR"}
         headers = {"Authorization": "Bearer ceiling", "Idempotency-Key": str(uuid.uuid4())}
         started = time.time()
-        with self.client.post("/api/v1/payments", json=body, headers=headers, name=PAYMENT,
-                              catch_response=True) as response:
+        with self.client.post(
+            "/api/v1/payments", json=body, headers=headers, name=PAYMENT, catch_response=True
+        ) as response:
             status = response.status_code or 0
             if status != 201:
                 response.failure(f"HTTP {status}")

@@ -113,8 +113,25 @@ def py_spy() -> str:
 
 
 def record(pid: int, seconds: int, out: Path, fmt: str, rate: int = 100) -> None:
-    subprocess.run([py_spy(), "record", "-p", str(pid), "-d", str(seconds), "-r", str(rate), "-f", fmt,
-                    "-o", str(out), "--nonblocking"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            py_spy(),
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(seconds),
+            "-r",
+            str(rate),
+            "-f",
+            fmt,
+            "-o",
+            str(out),
+            "--nonblocking",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no transaction instance found in {home}/instances.json (is the platform up?)", file=sys.stderr)
         return 1
     results = args.results.resolve()
-    run = LocustRun(results, args.host, args.data.resolve(), users=args.users, run_time_s=args.duration,
-                    wait=args.wait)
+    run = LocustRun(results, args.host, args.data.resolve(), users=args.users, run_time_s=args.duration, wait=args.wait)
     proc = run.start()
     try:
         time.sleep(args.duration / 4)
@@ -148,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.wait()
     collapsed = (results / "profile.txt").read_text()
-    text = format_top(*top_functions(collapsed)) + "\n\nwhere it goes (share of samples through):\n" + "\n".join(
-        f"  {pct:5.1f}%  {name}" for name, pct in categories(collapsed)
+    text = (
+        format_top(*top_functions(collapsed))
+        + "\n\nwhere it goes (share of samples through):\n"
+        + "\n".join(f"  {pct:5.1f}%  {name}" for name, pct in categories(collapsed))
     )
     (results / "top.txt").write_text(text + "\n")
     print(text)

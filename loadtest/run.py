@@ -146,12 +146,18 @@ class LocustRun:
             stale.unlink()
         log = (self.results / "locust.log").open("ab")
         self.started_at = time.time()
-        return subprocess.Popen(self.command(), env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                cwd=LOADTEST_DIR.parent)
+        return subprocess.Popen(
+            self.command(), env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=LOADTEST_DIR.parent
+        )
 
 
-def run_with_cpu(run: LocustRun, instance_pids: list[int] | None = None, warmup_s: float = 0,
-                 progress: bool = True, home: Path | None = None) -> tuple[int, dict[str, float], float]:
+def run_with_cpu(
+    run: LocustRun,
+    instance_pids: list[int] | None = None,
+    warmup_s: float = 0,
+    progress: bool = True,
+    home: Path | None = None,
+) -> tuple[int, dict[str, float], float]:
     """Run locust to its end, measuring CPU between the end of warm-up and the end of the load.
 
     Returns (exit code, cores used per group, epoch second at which the measured window started).
@@ -186,14 +192,24 @@ def summarise(results: Path, window_start: float, window_end: float) -> dict[str
     """What one run did, from the records of its locust processes and locust's own CSV."""
     stats = window_stats(read_records(results), window_start, window_end)
     statuses = read_status_counts(results)
-    total = read_locust_stats(results / "locust_stats.csv").get("Aggregated", {}) \
-        if (results / "locust_stats.csv").exists() else {}
+    total = (
+        read_locust_stats(results / "locust_stats.csv").get("Aggregated", {})
+        if (results / "locust_stats.csv").exists()
+        else {}
+    )
     return {
-        "payments": stats.payments, "failed_payments": stats.failed,
-        "payments_per_s": stats.payments_per_s, "p50_ms": stats.p50_ms, "p95_ms": stats.p95_ms,
-        "p99_ms": stats.p99_ms, "error_rate": stats.error_rate, "server_errors": server_errors(statuses),
-        "requests": int(total.get("Request Count", 0) or 0), "requests_per_s": float(total.get("Requests/s", 0) or 0),
-        "request_failures": int(total.get("Failure Count", 0) or 0), "statuses": statuses,
+        "payments": stats.payments,
+        "failed_payments": stats.failed,
+        "payments_per_s": stats.payments_per_s,
+        "p50_ms": stats.p50_ms,
+        "p95_ms": stats.p95_ms,
+        "p99_ms": stats.p99_ms,
+        "error_rate": stats.error_rate,
+        "server_errors": server_errors(statuses),
+        "requests": int(total.get("Request Count", 0) or 0),
+        "requests_per_s": float(total.get("Requests/s", 0) or 0),
+        "request_failures": int(total.get("Failure Count", 0) or 0),
+        "statuses": statuses,
     }
 
 
@@ -235,9 +251,18 @@ def run(args: argparse.Namespace) -> int:
         data = asyncio.run(setup_data.setup(args.host, admin, args.merchants, args.customers))
         data_file.write_text(json.dumps(data, indent=1, ensure_ascii=False))
     data = json.loads(data_file.read_text())
-    locust_run = LocustRun(results, args.host, data_file.resolve(), users=args.users, spawn_rate=args.spawn_rate,
-                           run_time_s=args.duration, processes=args.processes, wait=args.wait,
-                           cpus=args.locust_cpus, web_ui=args.web)
+    locust_run = LocustRun(
+        results,
+        args.host,
+        data_file.resolve(),
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        run_time_s=args.duration,
+        processes=args.processes,
+        wait=args.wait,
+        cpus=args.locust_cpus,
+        web_ui=args.web,
+    )
     print(f"load: {args.users} users for {args.duration:.0f}s → {results}", flush=True)
     instances_before = transaction_pids(home)
     code, cpu, _ = run_with_cpu(locust_run, instances_before, progress=sys.stdout.isatty(), home=home)
@@ -247,10 +272,16 @@ def run(args: argparse.Namespace) -> int:
     summary["transaction_instances"] = {"start": len(instances_before), "end": len(transaction_pids(home))}
     ok = code == 0
     if not args.no_checks:
-        report = asyncio.run(checks.run_checks(args.host, admin, results, data, sample=args.check_sample,
-                                               settle_timeout_s=args.settle_timeout))
-        summary["checks"] = {"ok": report.ok, "results": [r.__dict__ for r in report.results],
-                             "cashback_lag_ms": report.cashback_lag_ms}
+        report = asyncio.run(
+            checks.run_checks(
+                args.host, admin, results, data, sample=args.check_sample, settle_timeout_s=args.settle_timeout
+            )
+        )
+        summary["checks"] = {
+            "ok": report.ok,
+            "results": [r.__dict__ for r in report.results],
+            "cashback_lag_ms": report.cashback_lag_ms,
+        }
         ok = ok and report.ok
     (results / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(format_summary(summary, results))
@@ -269,17 +300,19 @@ def format_cpu(cpu: dict[str, float]) -> str:
 
 def format_summary(summary: dict, results: Path) -> str:
     cpu = summary.get("cpu") or {}
-    return "\n".join([
-        f"payments: {summary['payments']} ok, {summary['failed_payments']} failed "
-        f"({summary['error_rate'] * 100:.2f}%), {summary['payments_per_s']:.1f}/s",
-        f"payment latency: p50 {summary['p50_ms']:.0f} ms, p95 {summary['p95_ms']:.0f} ms, "
-        f"p99 {summary['p99_ms']:.0f} ms",
-        f"all requests: {summary['requests']} ({summary['requests_per_s']:.1f}/s), "
-        f"{summary['request_failures']} failed",
-        "CPU (cores): " + format_cpu(cpu),
-        "transaction instances: {start} at the start, {end} at the end".format(**summary["transaction_instances"]),
-        f"reports: {results}/locust.html, {results}/locust_stats.csv, {results}/summary.json",
-    ])
+    return "\n".join(
+        [
+            f"payments: {summary['payments']} ok, {summary['failed_payments']} failed "
+            f"({summary['error_rate'] * 100:.2f}%), {summary['payments_per_s']:.1f}/s",
+            f"payment latency: p50 {summary['p50_ms']:.0f} ms, p95 {summary['p95_ms']:.0f} ms, "
+            f"p99 {summary['p99_ms']:.0f} ms",
+            f"all requests: {summary['requests']} ({summary['requests_per_s']:.1f}/s), "
+            f"{summary['request_failures']} failed",
+            "CPU (cores): " + format_cpu(cpu),
+            "transaction instances: {start} at the start, {end} at the end".format(**summary["transaction_instances"]),
+            f"reports: {results}/locust.html, {results}/locust_stats.csv, {results}/summary.json",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,17 @@ class Api:
         self.admin = {"Authorization": f"Bearer {admin}"}
         self.gate = asyncio.Semaphore(concurrency)
 
-    async def call(self, method: str, path: str, *, key: str | None = None, anonymous: bool = False,
-                   money: bool = False, body: Any = None, expect: tuple[int, ...] = (200, 201)) -> Any:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | None = None,
+        anonymous: bool = False,
+        money: bool = False,
+        body: Any = None,
+        expect: tuple[int, ...] = (200, 201),
+    ) -> Any:
         headers = {} if anonymous else {"Authorization": f"Bearer {key}"} if key else dict(self.admin)
         if money:
             headers["Idempotency-Key"] = str(uuid.uuid4())  # reused on retry: a retry moves no money twice
@@ -93,22 +102,38 @@ class Api:
 
 async def create_merchant(api: Api, index: int) -> dict[str, Any]:
     country, currency, category, name = MERCHANT_TEMPLATES[index % len(MERCHANT_TEMPLATES)]
-    body = {"name": f"{name} #{index}", "country": country, "currency": currency, "category": category,
-            "website": f"https://shop{index}.example"}
+    body = {
+        "name": f"{name} #{index}",
+        "country": country,
+        "currency": currency,
+        "category": category,
+        "website": f"https://shop{index}.example",
+    }
     merchant = await api.call("POST", "/api/v1/merchants", body=body, anonymous=True)
     rate_bps = OFFER_RATES_BPS[index % len(OFFER_RATES_BPS)]
     if rate_bps:
         await set_offer(api, merchant, rate_bps)
-    return {"id": merchant["id"], "api_key": merchant["api_key"], "country": country, "currency": currency,
-            "category": category, "rate_bps": rate_bps}
+    return {
+        "id": merchant["id"],
+        "api_key": merchant["api_key"],
+        "country": country,
+        "currency": currency,
+        "category": category,
+        "rate_bps": rate_bps,
+    }
 
 
 async def set_offer(api: Api, merchant: dict[str, Any], rate_bps: int, timeout_s: float = 20) -> None:
     """The partner store appears when partners consumes ``merchant.registered``: a 404 first is normal."""
     deadline = time.monotonic() + timeout_s
     while True:
-        offer = await api.call("PUT", f"/api/v1/partners/{merchant['id']}/offer", key=merchant["api_key"],
-                               body={"rate_bps": rate_bps}, expect=(200, 201, 404))
+        offer = await api.call(
+            "PUT",
+            f"/api/v1/partners/{merchant['id']}/offer",
+            key=merchant["api_key"],
+            body={"rate_bps": rate_bps},
+            expect=(200, 201, 404),
+        )
         if offer and offer.get("type") != "partner-not-found":
             return
         if time.monotonic() > deadline:
@@ -118,14 +143,21 @@ async def set_offer(api: Api, merchant: dict[str, Any], rate_bps: int, timeout_s
 
 async def create_customer(api: Api, index: int, rng: random.Random) -> dict[str, Any]:
     country, home_currency = CUSTOMER_HOME[index % len(CUSTOMER_HOME)]
-    customer = await api.call("POST", "/api/v1/customers", body={
-        "name": f"Client·e {index} Ñandú", "country": country, "email": f"client{index}@example.com"})
+    customer = await api.call(
+        "POST",
+        "/api/v1/customers",
+        body={"name": f"Client·e {index} Ñandú", "country": country, "email": f"client{index}@example.com"},
+    )
     other = rng.choice([c for c in CURRENCIES if c != home_currency])
     accounts = []
     for currency in (home_currency, other):
         account = await api.call("POST", "/api/v1/accounts", body={"customer_id": customer["id"], "currency": currency})
-        await api.call("POST", f"/api/v1/accounts/{account['id']}/deposits", money=True,
-                       body={"amount": DEPOSIT_MINOR_UNITS, "currency": currency})
+        await api.call(
+            "POST",
+            f"/api/v1/accounts/{account['id']}/deposits",
+            money=True,
+            body={"amount": DEPOSIT_MINOR_UNITS, "currency": currency},
+        )
         accounts.append({"id": account["id"], "currency": currency, "customer_id": customer["id"]})
     return {"id": customer["id"], "api_key": customer["api_key"], "country": country, "accounts": accounts}
 
@@ -150,10 +182,14 @@ async def setup(base_url: str, admin: str, merchants: int, customers: int, seed:
     rng = random.Random(seed)
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         api = Api(client, admin)
-        await asyncio.gather(*(
-            api.call("PUT", f"/api/v1/fx-rates/{b}/{q}", body={"rate": fx_rate(b, q)})
-            for b in CURRENCIES for q in CURRENCIES if b != q
-        ))
+        await asyncio.gather(
+            *(
+                api.call("PUT", f"/api/v1/fx-rates/{b}/{q}", body={"rate": fx_rate(b, q)})
+                for b in CURRENCIES
+                for q in CURRENCIES
+                if b != q
+            )
+        )
         made_merchants = list(await asyncio.gather(*(create_merchant(api, i) for i in range(merchants))))
         made_customers = list(await asyncio.gather(*(create_customer(api, i, rng) for i in range(customers))))
         await wait_offers_visible(api, made_merchants)
@@ -179,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     data = asyncio.run(setup(args.base_url, admin_token(), args.merchants, args.customers))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False))
-    print(f"setup: {len(data['merchants'])} merchants, {len(data['customers'])} customers, "
-          f"{len(data['accounts'])} funded accounts, 12 FX rates in {time.monotonic() - started:.1f}s → {args.out}")
+    print(
+        f"setup: {len(data['merchants'])} merchants, {len(data['customers'])} customers, "
+        f"{len(data['accounts'])} funded accounts, 12 FX rates in {time.monotonic() - started:.1f}s → {args.out}"
+    )
     return 0
 
 

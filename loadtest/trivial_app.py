@@ -27,9 +27,15 @@ class PaymentIn(BaseModel):
 @app.post("/api/v1/payments", status_code=201)
 async def pay(payment: PaymentIn) -> dict[str, object]:
     return {
-        "id": str(uuid.uuid4()), "status": "completed", "account_id": payment.account_id,
-        "amount": payment.amount, "currency": payment.currency, "debited_amount": payment.amount,
-        "fx_rate": "1", "created_at": datetime.now(UTC).isoformat(), "cashback": {"status": "pending"},
+        "id": str(uuid.uuid4()),
+        "status": "completed",
+        "account_id": payment.account_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "debited_amount": payment.amount,
+        "fx_rate": "1",
+        "created_at": datetime.now(UTC).isoformat(),
+        "cashback": {"status": "pending"},
     }
 
 

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     from loadtest import bench_scaling, run
 
     parser = subparsers.add_parser(
-        "loadtest", help="locust (1000 users) against the running platform: CSV/HTML reports, then checks",
+        "loadtest",
+        help="locust (1000 users) against the running platform: CSV/HTML reports, then checks",
         description=run.run.__doc__,
     )
     run.add_arguments(parser)
@@ -39,8 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     bench = subparsers.add_parser("bench", help="benchmarks of the running platform")
     kinds = bench.add_subparsers(dest="bench_command", required=True)
     scaling = kinds.add_parser(
-        "scaling", help="payments/s for 1..4 transaction instances, both ceilings, the chart",
-        description=bench_scaling.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "scaling",
+        help="payments/s for 1..4 transaction instances, both ceilings, the chart",
+        description=bench_scaling.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench_scaling.add_arguments(scaling)
     scaling.set_defaults(handler=bench_scaling.run)

@@ -23,9 +23,7 @@ def _validate_key(value: str | None) -> str:
     if value is None or value == "":
         raise ProblemError(400, "idempotency-key-required", "this request needs an Idempotency-Key header")
     if len(value) > 255 or not all(0x20 <= ord(ch) < 0x7F for ch in value):
-        raise ProblemError(
-            400, "invalid-idempotency-key", "Idempotency-Key must be 1-255 printable ASCII characters"
-        )
+        raise ProblemError(400, "invalid-idempotency-key", "Idempotency-Key must be 1-255 printable ASCII characters")
     return value
 
 

@@ -60,8 +60,14 @@ class ChaosPlatform:
         (self.home / "operator.json").write_text(json.dumps(spec))
 
     def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "newbank.cli", *args], env=self.env, capture_output=True,
-                              text=True, timeout=timeout_s, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "newbank.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
 
     @property
     def layout(self) -> Layout:

@@ -18,8 +18,14 @@ def _payment(debited: int, status: str, amount: int | None = None) -> dict[str, 
 
 
 def _entry(earned: int, reversed_amount: int = 0, status: str = "credited") -> dict[str, Any]:
-    return {"payment_id": "p1", "amount": earned - reversed_amount, "earned": earned,
-            "reversed_amount": reversed_amount, "status": status, "created_at": "2026-01-01T00:00:00Z"}
+    return {
+        "payment_id": "p1",
+        "amount": earned - reversed_amount,
+        "earned": earned,
+        "reversed_amount": reversed_amount,
+        "status": status,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
 
 
 @pytest.mark.parametrize(

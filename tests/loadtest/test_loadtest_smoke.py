@@ -31,8 +31,13 @@ def test_loadtest_runs_and_its_checks_pass(newbank_platform: Any, tmp_path: Path
     assert summary["payments"] > 0
     assert summary["server_errors"] == {}
     checks = {c["name"]: c for c in summary["checks"]["results"]}
-    for name in ("no 5xx", "every 201 payment exists", "cashback settled", "cashback credited exactly once",
-                 "ledger verifies"):
+    for name in (
+        "no 5xx",
+        "every 201 payment exists",
+        "cashback settled",
+        "cashback credited exactly once",
+        "ledger verifies",
+    ):
         assert checks[name]["ok"], checks[name]
     assert (results / "locust.html").exists()
     assert (results / "locust_stats.csv").exists()
@@ -58,8 +63,10 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     assert "÷ db" in table
     # The below-saturation series: one think time asked, twice, on 1 instance.
     latency = bench["latency_points"]
-    assert [(p["instances"], p["extra"]["wait"], p["extra"]["run"]) for p in latency] == [(1, "0.2,0.4", 1),
-                                                                                          (1, "0.2,0.4", 2)]
+    assert [(p["instances"], p["extra"]["wait"], p["extra"]["run"]) for p in latency] == [
+        (1, "0.2,0.4", 1),
+        (1, "0.2,0.4", 2),
+    ]
     assert all(p["payments"] > 0 for p in latency)
     assert "below saturation" in table and "p99<250" in table
     assert (results / "latency-1-run2" / "checks.json").exists()

@@ -55,12 +55,15 @@ def test_an_aborted_pgbench_run_is_no_measurement() -> None:
 
 
 def test_top_functions_from_collapsed_stacks() -> None:
-    collapsed = "\n".join([
-        "main (app.py:1);handle (/x/site-packages/fastapi/routing.py:10);execute (/x/site-packages/asyncpg/c.py:5) 6",
-        "main (app.py:1);handle (/x/site-packages/fastapi/routing.py:11) 2",
-        "Thread._bootstrap (threading.py:995);Queue.get (queue.py:171);Condition.wait (threading.py:320) 50",
-        "not a stack line",
-    ])
+    collapsed = "\n".join(
+        [
+            "main (app.py:1);handle (/x/site-packages/fastapi/routing.py:10);"
+            "execute (/x/site-packages/asyncpg/c.py:5) 6",
+            "main (app.py:1);handle (/x/site-packages/fastapi/routing.py:11) 2",
+            "Thread._bootstrap (threading.py:995);Queue.get (queue.py:171);Condition.wait (threading.py:320) 50",
+            "not a stack line",
+        ]
+    )
     total, own, inclusive = top_functions(collapsed)
     assert total == 8  # the parked thread-pool worker is idle, not CPU
     assert own[0] == ("execute (asyncpg/c.py)", 75.0)
@@ -82,10 +85,12 @@ def test_cpu_window_sees_this_process() -> None:
 def test_profile_categories_share_of_samples() -> None:
     from loadtest.profile_instance import categories
 
-    collapsed = "\n".join([
-        "a (x.py:1);_call_with_retry (newbank/transactions/service.py:31);fetchval (asyncpg/c.py:1) 3",
-        "a (x.py:1);release (asyncpg/pool.py:2);Connection.reset (asyncpg/connection.py:3) 1",
-    ])
+    collapsed = "\n".join(
+        [
+            "a (x.py:1);_call_with_retry (newbank/transactions/service.py:31);fetchval (asyncpg/c.py:1) 3",
+            "a (x.py:1);release (asyncpg/pool.py:2);Connection.reset (asyncpg/connection.py:3) 1",
+        ]
+    )
     shares = dict(categories(collapsed))
     assert shares["payment SQL call (make_payment, pool.fetchval)"] == 75.0
     assert shares["asyncpg pool reset on release (an extra round trip per request)"] == 25.0

@@ -14,8 +14,9 @@ from loadtest.report import ScalingPoint
 
 def test_draws_png_with_seed_and_ceilings(tmp_path: Path) -> None:
     points = [ScalingPoint(n, rate, 20, 60, 120, 0) for n, rate in ((1, 420.0), (2, 800.0), (3, 1000.0), (4, 1010.0))]
-    path = draw_scaling_chart(points, tmp_path / "out" / "scaling.png", db_ceiling_tps=2500, framework_ceiling_rps=4000,
-                              title_note="test")
+    path = draw_scaling_chart(
+        points, tmp_path / "out" / "scaling.png", db_ceiling_tps=2500, framework_ceiling_rps=4000, title_note="test"
+    )
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG")
     assert len(data) > 10_000

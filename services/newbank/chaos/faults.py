@@ -50,8 +50,9 @@ def _release(run: Run, component: str, detail: str = "the supervisor takes over"
     return run.mark(f"hold on {component} released", detail)
 
 
-async def _supervisor_restarted(run: Run, node: PatroniNode, killed: int | None, since: float,
-                                timeout_s: float = 30) -> None:
+async def _supervisor_restarted(
+    run: Run, node: PatroniNode, killed: int | None, since: float, timeout_s: float = 30
+) -> None:
     """Wait for the controller's supervisor (not this scenario) to start ``node``'s Patroni again."""
     label = f"supervisor restarted patroni on {node.name}"
     if await run.wait_for(label, lambda: node.patroni_pid not in (None, killed), timeout_s, 0.1) is not None:
@@ -81,14 +82,17 @@ def _sql(cluster: PgCluster, node: PatroniNode, query: str) -> object:
         conn.close()
 
 
-async def _rejoined(run: Run, cluster: PgCluster, node: PatroniNode, timeout_s: float = 90,
-                    since: float | None = None) -> None:
+async def _rejoined(
+    run: Run, cluster: PgCluster, node: PatroniNode, timeout_s: float = 90, since: float | None = None
+) -> None:
     """The node streams again as a replica and is the synchronous standby (acknowledged = on two nodes).
 
     ``since``: a hold's release; the facts then also say how long after it each step came.
     """
-    steps = [(f"{node.name} streaming as replica", node.is_replica, timeout_s),
-             ("synchronous standby back", lambda: any(n.is_sync_standby() for n in cluster.nodes), 60)]
+    steps = [
+        (f"{node.name} streaming as replica", node.is_replica, timeout_s),
+        ("synchronous standby back", lambda: any(n.is_sync_standby() for n in cluster.nodes), 60),
+    ]
     for label, predicate, limit in steps:
         if await run.wait_for(label, predicate, limit) is not None and since is not None:
             run.facts[f"{label} s after release"] = round(run.marks[-1].at - since, 2)
@@ -205,8 +209,9 @@ def _queues(run: Run) -> dict[str, dict[str, int]]:
 
 def _consumers_back(run: Run) -> bool:
     queues = _queues(run)
-    return all(queues.get(name, {}).get("consumers", 0) > 0
-               for name in ("cashback.payment-events", "partners.merchant-events"))
+    return all(
+        queues.get(name, {}).get("consumers", 0) > 0 for name in ("cashback.payment-events", "partners.merchant-events")
+    )
 
 
 def broker_outage(empty: bool) -> Fault:
@@ -255,12 +260,16 @@ async def transaction_instance(run: Run) -> None:
     # With its CPU guaranteed, the instance can be back before HAProxy's second failed check (fall 2):
     # then HAProxy never shows it down (this mark then says "out of rotation or replaced"), and the
     # requests retried by HAProxy (retry-on conn-failure) lost nothing.
-    await run.wait_for("haproxy marked it down",
-                       lambda: not _haproxy_status(run, "transactions", victim.name).startswith("UP")
-                       or _back(run, victim), 10, 0.1)
+    await run.wait_for(
+        "haproxy marked it down",
+        lambda: not _haproxy_status(run, "transactions", victim.name).startswith("UP") or _back(run, victim),
+        10,
+        0.1,
+    )
     await run.wait_for("controller restarted it", lambda: _back(run, victim), 90)
-    await run.wait_for("haproxy sends to it again",
-                       lambda: _haproxy_status(run, "transactions", victim.name).startswith("UP"), 30)
+    await run.wait_for(
+        "haproxy sends to it again", lambda: _haproxy_status(run, "transactions", victim.name).startswith("UP"), 30
+    )
     run.facts["instances_after"] = len([i for i in _instances(run, "transactions") if i.alive()])
 
 
@@ -304,8 +313,11 @@ def _duplicates_seen(run: Run, victim: Instance) -> int:
     now = next(i for i in _instances(run, victim.service) if i.name == victim.name)
     with urllib.request.urlopen(f"{now.url}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith("newbank_events_consumed_total{") and 'outcome="duplicate"' in line)
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("newbank_events_consumed_total{") and 'outcome="duplicate"' in line
+    )
 
 
 def _signal(pid: int | None, name: str) -> None:
@@ -328,8 +340,11 @@ async def replica(run: Run) -> None:
         cluster.kill_node(node)
         # Patroni (synchronous_mode_strict off) empties synchronous_standby_names on the primary, so its
         # commits stop waiting for the lost standby; until then they would hang.
-        await run.wait_for("primary no longer waits for a standby",
-                           lambda: _sql(cluster, primary, "SHOW synchronous_standby_names") == "", 60)
+        await run.wait_for(
+            "primary no longer waits for a standby",
+            lambda: _sql(cluster, primary, "SHOW synchronous_standby_names") == "",
+            60,
+        )
         await asyncio.sleep(max(0.0, 10 - run.since_fault()))
         run.facts["primary unchanged"] = primary.is_primary()
         lsn = await asyncio.to_thread(_sql, cluster, primary, "SELECT pg_current_wal_lsn()::text")
@@ -339,8 +354,9 @@ async def replica(run: Run) -> None:
         _release(run, component)
     await _rejoined(run, cluster, node)
     caught_up = f"SELECT bool_or(replay_lsn >= '{lsn}'::pg_lsn) FROM pg_stat_replication"
-    await run.wait_for("replica caught up (replayed past the restart point)",
-                       lambda: _sql(cluster, primary, caught_up) is True, 60)
+    await run.wait_for(
+        "replica caught up (replayed past the restart point)", lambda: _sql(cluster, primary, caught_up) is True, 60
+    )
 
 
 FAULTS: dict[str, Fault] = {

@@ -80,8 +80,17 @@ def _classify(response: httpx.Response) -> tuple[bool, str]:
 class PaymentLoad:
     """``workers`` merchants paying in a loop until ``stop()``; a bounded retry per payment."""
 
-    def __init__(self, target: Target, world: World, run_id: str, *, workers: int = 20, pause_s: float = 0.15,
-                 give_up_s: float = 90.0, readers: int = 2) -> None:
+    def __init__(
+        self,
+        target: Target,
+        world: World,
+        run_id: str,
+        *,
+        workers: int = 20,
+        pause_s: float = 0.15,
+        give_up_s: float = 90.0,
+        readers: int = 2,
+    ) -> None:
         self.target, self.world, self.run_id = target, world, run_id
         self.workers, self.pause_s, self.give_up_s, self.readers = workers, pause_s, give_up_s, readers
         self.orders: list[Order] = []

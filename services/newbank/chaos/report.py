@@ -115,8 +115,10 @@ def as_dict(result: Result) -> dict[str, Any]:
         "ok": result.ok,
         "figures": result.figures,
         "facts": {k: str(v) for k, v in result.run.facts.items()},
-        "timeline": [{"t": round(m.at - (result.run.fault_at or 0), 2), "label": m.label, "detail": m.detail}
-                     for m in result.run.marks],
+        "timeline": [
+            {"t": round(m.at - (result.run.fault_at or 0), 2), "label": m.label, "detail": m.detail}
+            for m in result.run.marks
+        ],
         "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.verdict.checks],
         "targets": {k: {"limit": v[0], "measured": v[1]} for k, v in result.targets.items()},
         "findings": result.run.findings,

@@ -33,27 +33,56 @@ class Scenario:
     after_s: float = 8.0  # load kept after recovery
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("primary-postmaster", "1a", "kill -9 the primary's postmaster (Patroni restarts it in place)",
-             faults.primary_postmaster, unavailability_limit_s=5.0),
-    Scenario("primary-node", "1b", "kill -9 the whole primary node (Patroni + postmaster): replica promoted",
-             faults.primary_node, unavailability_limit_s=30.0),
-    Scenario("primary-patroni", "1c", "kill -9 Patroni alone on the primary, held down through a failover; "
-             "then the supervisor restarts it", faults.primary_patroni),
-    Scenario("primary-patroni-supervised", "1c+", "kill -9 Patroni alone on the primary; the supervisor "
-             "restarts it before its leader key expires (no failover)", faults.primary_patroni_supervised,
-             unavailability_limit_s=1.0),
-    Scenario("broker-outage", "2a", "RabbitMQ down 30 s, back with its data",
-             faults.broker_outage(empty=False), drain_limit_s=60.0),
-    Scenario("broker-outage-empty", "2b", "RabbitMQ down 30 s, back with its data folder lost",
-             faults.broker_outage(empty=True), drain_limit_s=60.0),
-    Scenario("transaction-instance", "3", "kill -9 a transaction-service instance",
-             faults.transaction_instance),
-    Scenario("cashback-consumer", "4", "kill -9 the cashback consumer mid-batch",
-             faults.cashback_consumer),
-    Scenario("replica", "5", "kill -9 the replica (Patroni + postmaster), then bring it back",
-             faults.replica),
-)}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "primary-postmaster",
+            "1a",
+            "kill -9 the primary's postmaster (Patroni restarts it in place)",
+            faults.primary_postmaster,
+            unavailability_limit_s=5.0,
+        ),
+        Scenario(
+            "primary-node",
+            "1b",
+            "kill -9 the whole primary node (Patroni + postmaster): replica promoted",
+            faults.primary_node,
+            unavailability_limit_s=30.0,
+        ),
+        Scenario(
+            "primary-patroni",
+            "1c",
+            "kill -9 Patroni alone on the primary, held down through a failover; then the supervisor restarts it",
+            faults.primary_patroni,
+        ),
+        Scenario(
+            "primary-patroni-supervised",
+            "1c+",
+            "kill -9 Patroni alone on the primary; the supervisor "
+            "restarts it before its leader key expires (no failover)",
+            faults.primary_patroni_supervised,
+            unavailability_limit_s=1.0,
+        ),
+        Scenario(
+            "broker-outage",
+            "2a",
+            "RabbitMQ down 30 s, back with its data",
+            faults.broker_outage(empty=False),
+            drain_limit_s=60.0,
+        ),
+        Scenario(
+            "broker-outage-empty",
+            "2b",
+            "RabbitMQ down 30 s, back with its data folder lost",
+            faults.broker_outage(empty=True),
+            drain_limit_s=60.0,
+        ),
+        Scenario("transaction-instance", "3", "kill -9 a transaction-service instance", faults.transaction_instance),
+        Scenario("cashback-consumer", "4", "kill -9 the cashback consumer mid-batch", faults.cashback_consumer),
+        Scenario("replica", "5", "kill -9 the replica (Patroni + postmaster), then bring it back", faults.replica),
+    )
+}
 ALIASES = {s.issue_ref: s.name for s in SCENARIOS.values()}
 
 
@@ -61,9 +90,16 @@ def resolve(name: str) -> Scenario:
     return SCENARIOS[ALIASES.get(name, name)]
 
 
-async def run_scenario(target: Target, name: str, *, world: World | None = None, workers: int = 20,
-                       warmup_s: float = 5.0, settle_timeout_s: float = 90.0,
-                       say: Callable[[str], None] = print) -> Result:
+async def run_scenario(
+    target: Target,
+    name: str,
+    *,
+    world: World | None = None,
+    workers: int = 20,
+    warmup_s: float = 5.0,
+    settle_timeout_s: float = 90.0,
+    say: Callable[[str], None] = print,
+) -> Result:
     scenario = resolve(name)
     layout = target.layout
     say(f"chaos {scenario.name} ({scenario.issue_ref}): {scenario.title}")
@@ -86,8 +122,9 @@ async def run_scenario(target: Target, name: str, *, world: World | None = None,
     run.mark("load stopped", f"{len(load.orders)} payments, {len(load.acknowledged)} acknowledged")
     killed = run.facts.get("killed_pid")
     killed_pids = [p for p in (killed if isinstance(killed, list) else [killed]) if isinstance(p, int)]
-    verdict = await run_checks(target, world, load, around=(run.fault_at, recovered_at), killed=killed_pids,
-                               settle_timeout_s=settle_timeout_s)
+    verdict = await run_checks(
+        target, world, load, around=(run.fault_at, recovered_at), killed=killed_pids, settle_timeout_s=settle_timeout_s
+    )
     run.mark("checks done", "ok" if verdict.ok else "FAILED")
     try:
         await asyncio.to_thread(wait_healthy, layout, 120)

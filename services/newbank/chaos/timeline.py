@@ -43,8 +43,15 @@ class Run:
     def since_fault(self) -> float:
         return time.time() - self.fault_at
 
-    async def wait_for(self, label: str, predicate: Callable[[], bool], timeout_s: float,
-                       interval_s: float = 0.2, *, required: bool = True) -> float | None:
+    async def wait_for(
+        self,
+        label: str,
+        predicate: Callable[[], bool],
+        timeout_s: float,
+        interval_s: float = 0.2,
+        *,
+        required: bool = True,
+    ) -> float | None:
         """Poll ``predicate`` (in a thread: it may block on HTTP or SQL); mark and time the moment it holds."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -72,8 +72,16 @@ class Target:
         return self.layout.pg_cluster().multi_host_dsn("cashback")
 
 
-def _call(client: httpx.Client, method: str, path: str, *, token: str | None, body: Any,
-          money: bool = False, wait_404: bool = False) -> dict[str, Any]:
+def _call(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    token: str | None,
+    body: Any,
+    money: bool = False,
+    wait_404: bool = False,
+) -> dict[str, Any]:
     """One setup request, retried (same key) on transport errors, 5xx, 429 and — for a partner store,
     which the partners service makes from the ``merchant.registered`` event — on 404 for a while."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -109,16 +117,34 @@ def create_world(target: Target, merchants: int = 20, customers: int = 40) -> Wo
             merchant = _call(client, "POST", "/api/v1/merchants", token=None, body=body)
             rate = OFFER_RATES_BPS[i % len(OFFER_RATES_BPS)]
             if rate:
-                _call(client, "PUT", f"/api/v1/partners/{merchant['id']}/offer", token=merchant["api_key"],
-                      body={"rate_bps": rate}, wait_404=True)
+                _call(
+                    client,
+                    "PUT",
+                    f"/api/v1/partners/{merchant['id']}/offer",
+                    token=merchant["api_key"],
+                    body={"rate_bps": rate},
+                    wait_404=True,
+                )
             made_merchants.append(Merchant(merchant["id"], merchant["api_key"], rate))
         for i in range(customers):
-            customer = _call(client, "POST", "/api/v1/customers", token=admin,
-                             body={"name": f"Chaos Client {i}", "country": "FR"})
-            account = _call(client, "POST", "/api/v1/accounts", token=admin,
-                            body={"customer_id": customer["id"], "currency": CURRENCY})
-            _call(client, "POST", f"/api/v1/accounts/{account['id']}/deposits", token=admin, money=True,
-                  body={"amount": DEPOSIT, "currency": CURRENCY})
+            customer = _call(
+                client, "POST", "/api/v1/customers", token=admin, body={"name": f"Chaos Client {i}", "country": "FR"}
+            )
+            account = _call(
+                client,
+                "POST",
+                "/api/v1/accounts",
+                token=admin,
+                body={"customer_id": customer["id"], "currency": CURRENCY},
+            )
+            _call(
+                client,
+                "POST",
+                f"/api/v1/accounts/{account['id']}/deposits",
+                token=admin,
+                money=True,
+                body={"amount": DEPOSIT, "currency": CURRENCY},
+            )
             made_accounts.append(Account(account["id"], customer["id"]))
     return World(made_merchants, made_accounts)
 

@@ -28,16 +28,12 @@ OnConnected = Callable[[aio_pika.abc.AbstractConnection], Awaitable[None]]
 async def declare_topology(channel: AbstractChannel, topology: Topology = TOPOLOGY) -> AbstractExchange:
     """Declare the exchanges, quorum queues, DLQs, retry queues and bindings (idempotent)."""
     events = await channel.declare_exchange(topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-    dlx = await channel.declare_exchange(
-        topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-    )
+    dlx = await channel.declare_exchange(topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
     for spec in topology.queues:
         queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
         for routing_key in spec.routing_keys:
             await queue.bind(events, routing_key)
-        dlq = await channel.declare_queue(
-            spec.dead_letter_queue, durable=True, arguments=spec.dead_letter_arguments()
-        )
+        dlq = await channel.declare_queue(spec.dead_letter_queue, durable=True, arguments=spec.dead_letter_arguments())
         await dlq.bind(dlx, spec.name)
         await channel.declare_queue(spec.retry_queue, durable=True, arguments=spec.retry_arguments())
     return events
