@@ -39,6 +39,7 @@ test-tools:
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 install: apt venv
 
