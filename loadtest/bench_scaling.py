@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -161,7 +162,7 @@ def measure_point(
         wait=wait,
         cpus=args.locust_cpus,
     )
-    _, cpu, start = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty(), home=home)
+    _, cpu, start, probe_ms = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty(), home=home)
     summary = summarise(folder, start, start + args.duration)
     report = asyncio.run(
         checks.run_checks(host, admin, folder, data, sample=args.check_sample, settle_timeout_s=args.settle_timeout)
@@ -189,6 +190,7 @@ def measure_point(
         locust_cpu=cpu.get("locust", float("nan")),
         machine_cpu=cpu.get("machine", float("nan")),
         cashback_lag_p99_ms=lag,
+        probe_ms=probe_ms,
         foreign_cpu=cpu.get("machine", float("nan")) - sum(v for k, v in cpu.items() if k != "machine"),
         extra={
             "wait": wait,
@@ -203,7 +205,7 @@ def measure_point(
         f"  {instances} instance(s), think {wait} s: {point.payments_per_s:.1f} payments/s, "
         f"p99 {point.p99_ms:.0f} ms, "
         f"errors {point.error_rate * 100:.2f}%, instances {point.instances_cpu:.2f} cores, "
-        f"locust {point.locust_cpu:.2f}, machine {point.machine_cpu:.2f}; checks "
+        f"locust {point.locust_cpu:.2f}, machine {point.machine_cpu:.2f}, probe {point.probe_ms:.2f} ms; checks "
         f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}\n    CPU (cores): {format_cpu(cpu)}",
         flush=True,
     )
@@ -257,21 +259,22 @@ def run(args: argparse.Namespace) -> int:
                 scale_transactions(before)
 
     db_tps = framework_rps = None
+    db_probe_ms = framework_probe_ms = math.nan
     ceiling_notes: dict[str, Any] = {}
     if not args.no_ceilings:
         clients = args.pgbench_clients or POOL_MAX_PER_INSTANCE * max(counts)
         dsn = checks.bank_database_url()
         if dsn:
             print(f"database ceiling: pgbench, {clients} clients, {args.duration:.0f}s ...", flush=True)
-            db_tps, output = ceilings.pgbench_ceiling(
+            db_tps, output, db_probe_ms = ceilings.pgbench_ceiling(
                 dsn, data, results / "ceiling-db", clients=clients, seconds=int(args.duration), cpus=args.locust_cpus
             )
             if db_tps is None:
                 errors = [line for line in output.splitlines() if "error" in line.lower()][-3:]
                 print("database ceiling: no measurement —", " | ".join(errors) or output[-300:], flush=True)
-        ceiling_notes["pgbench_clients"] = clients
+        ceiling_notes |= {"pgbench_clients": clients, "db_probe_ms": db_probe_ms}
         print("framework ceiling: trivial FastAPI in one limited uvicorn ...", flush=True)
-        stats, cpu, limited = ceilings.framework_ceiling(
+        stats, cpu, limited, framework_probe_ms = ceilings.framework_ceiling(
             results / "ceiling-framework",
             users=args.users,
             seconds=args.duration,
@@ -282,11 +285,19 @@ def run(args: argparse.Namespace) -> int:
             cpus=args.locust_cpus,
         )
         framework_rps = stats.payments_per_s
-        ceiling_notes |= {"framework_limits": limited, "framework_p99_ms": stats.p99_ms, "framework_cpu": cpu}
+        ceiling_notes |= {
+            "framework_limits": limited,
+            "framework_p99_ms": stats.p99_ms,
+            "framework_cpu": cpu,
+            "framework_probe_ms": framework_probe_ms,
+        }
 
     from loadtest.chart import draw_scaling_chart  # matplotlib: only when there is a chart to draw
 
-    sections = [format_table(points), format_ceilings(points, db_tps, framework_rps)]
+    sections = [
+        format_table(points),
+        format_ceilings(points, db_tps, framework_rps, db_probe_ms=db_probe_ms, framework_probe_ms=framework_probe_ms),
+    ]
     if latency_points:
         sections.append("below saturation\n" + format_latency_table(latency_points, args.latency_p99_ms))
     text = "\n\n".join(sections)

@@ -20,6 +20,7 @@ from typing import Any
 
 from loadtest.report import WindowStats, read_records, window_stats
 from loadtest.run import LocustRun, run_with_cpu
+from loadtest.speed_probe import SpeedProbe
 
 TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
 PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
@@ -65,8 +66,9 @@ def parse_pgbench_tps(output: str) -> float | None:
 
 def pgbench_ceiling(
     dsn: str, data: dict[str, Any], folder: Path, *, clients: int, seconds: int, cpus: str = ""
-) -> tuple[float | None, str]:
-    """Payments per second PostgreSQL alone sustains; returns (tps, pgbench's output)."""
+) -> tuple[float | None, str, float]:
+    """Payments per second PostgreSQL alone sustains; returns (tps, pgbench's output, the speed probe's
+    median CPU ms while it ran)."""
     scripts = pgbench_scripts(data, folder / "pgbench")
     argv = [
         "pgbench",
@@ -87,10 +89,15 @@ def pgbench_ceiling(
     argv.append(dsn)
     if cpus:
         argv = ["taskset", "-c", cpus, *argv]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+    probe = SpeedProbe()
+    probe.start()
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+    finally:
+        probe_ms = probe.stop()
     output = done.stdout + done.stderr
     (folder / "pgbench.log").write_text(" ".join(a if "@127" not in a else "<dsn>" for a in argv) + "\n" + output)
-    return parse_pgbench_tps(output), output
+    return parse_pgbench_tps(output), output, probe_ms
 
 
 def free_port() -> int:
@@ -121,8 +128,9 @@ def framework_ceiling(
     spawn_rate: float,
     processes: int = 1,
     cpus: str = "",
-) -> tuple[WindowStats, dict[str, float], str]:
-    """Requests/s of the trivial endpoint in one limited uvicorn; returns (stats, CPU, how it was limited)."""
+) -> tuple[WindowStats, dict[str, float], str, float]:
+    """Requests/s of the trivial endpoint in one limited uvicorn; returns (stats, CPU, how it was limited, the
+    speed probe's median CPU ms over the window)."""
     from newbank.runtime import cgroups, procs
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,9 +168,9 @@ def framework_ceiling(
             cpus=cpus,
             user_classes=["FrameworkCeilingUser"],
         )
-        _, cpu, start = run_with_cpu(run, [server.pid], warmup_s=warmup_s, progress=False)
+        _, cpu, start, probe_ms = run_with_cpu(run, [server.pid], warmup_s=warmup_s, progress=False)
     finally:
         procs.stop_pid(server.pid, timeout_s=10)
         procs.reap(server.pid)
         cgroups.remove_all(folder)
-    return window_stats(read_records(folder), start, start + seconds), cpu, limited
+    return window_stats(read_records(folder), start, start + seconds), cpu, limited, probe_ms

@@ -146,6 +146,8 @@ class ScalingPoint:
     machine_cpu: float = math.nan  # cores used by the whole machine
     foreign_cpu: float = math.nan  # cores the machine used for anything but this platform and locust
     cashback_lag_p99_ms: float = math.nan
+    # Median CPU ms of loadtest.speed_probe's fixed work in the window: how fast the machine was (lower = faster).
+    probe_ms: float = math.nan
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -188,7 +190,7 @@ def format_table(points: Sequence[ScalingPoint]) -> str:
     header = (
         f"{'inst':>4} {'pay/s':>8} {'eff':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err %':>6} "
         f"{'inst CPU':>8} {'ms CPU/pay':>10} {'locust CPU':>10} {'host CPU':>8} {'not ours':>8} "
-        f"{'cb lag p99':>10} {'seed/s':>7} {'x seed':>6}"
+        f"{'cb lag p99':>10} {'probe ms':>8} {'seed/s':>7} {'x seed':>6}"
     )
     lines = [header, "-" * len(header)]
     for p in sorted(points, key=lambda p: p.instances):
@@ -199,16 +201,25 @@ def format_table(points: Sequence[ScalingPoint]) -> str:
             f"{_fmt(p.error_rate * 100, '6.2f')} {_fmt(p.instances_cpu, '8.2f')} "
             f"{_fmt(cpu_ms_per_payment(p), '10.2f')} {_fmt(p.locust_cpu, '10.2f')} "
             f"{_fmt(p.machine_cpu, '8.2f')} {_fmt(p.foreign_cpu, '8.2f')} {_fmt(p.cashback_lag_p99_ms, '10.0f')} "
-            f"{_fmt(seed_rate, '7.1f')} {_fmt(p.payments_per_s / seed_rate, '6.1f')}"
+            f"{_fmt(p.probe_ms, '8.2f')} {_fmt(seed_rate, '7.1f')} {_fmt(p.payments_per_s / seed_rate, '6.1f')}"
         )
     return "\n".join(lines)
 
 
-def format_ceilings(points: Sequence[ScalingPoint], db_tps: float | None, framework_rps: float | None) -> str:
+def format_ceilings(
+    points: Sequence[ScalingPoint],
+    db_tps: float | None,
+    framework_rps: float | None,
+    *,
+    db_probe_ms: float = math.nan,
+    framework_probe_ms: float = math.nan,
+) -> str:
     """Payments/s as a fraction of each ceiling, so figures read as ratios on a noisy machine."""
     lines = [
-        f"database ceiling (pgbench, SELECT make_payment): {_fmt(db_tps or math.nan, '.1f')} tps",
-        f"framework ceiling (trivial FastAPI, 1 instance, 50% CPU): {_fmt(framework_rps or math.nan, '.1f')} req/s",
+        f"database ceiling (pgbench, SELECT make_payment): {_fmt(db_tps or math.nan, '.1f')} tps"
+        f" (probe {_fmt(db_probe_ms, '.2f')} ms)",
+        f"framework ceiling (trivial FastAPI, 1 instance, 50% CPU): {_fmt(framework_rps or math.nan, '.1f')} req/s"
+        f" (probe {_fmt(framework_probe_ms, '.2f')} ms)",
         f"{'inst':>4} {'pay/s':>8} {'÷ db':>6} {'÷ (n × framework)':>18}",
     ]
     for p in sorted(points, key=lambda p: p.instances):
@@ -275,6 +286,16 @@ def latency_bound_level(points: Sequence[ScalingPoint], p99_target_ms: float) ->
     return max(held, key=lambda level: level.payments_per_s, default=None)
 
 
+def _probe_range(runs: Sequence[ScalingPoint]) -> str:
+    """The probe's values over a level's runs: one value, or lowest–highest."""
+    values = sorted(p.probe_ms for p in runs if not math.isnan(p.probe_ms))
+    if not values:
+        return "-"
+    if len(values) == 1 or values[0] == values[-1]:
+        return f"{values[0]:.2f}"
+    return f"{values[0]:.2f}–{values[-1]:.2f}"
+
+
 def format_latency_table(points: Sequence[ScalingPoint], p99_target_ms: float) -> str:
     """One row per think time on a fixed instance count (medians over its runs), then the highest rate
     kept under the p99 target in every run."""
@@ -282,7 +303,7 @@ def format_latency_table(points: Sequence[ScalingPoint], p99_target_ms: float) -
     header = (
         f"{'inst':>4} {'think s':>9} {'runs':>4} {'pay/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
         f"{'p99 max':>7} {target:>8} {'err %':>6} {'inst CPU':>8} {'ms CPU/pay':>10} {'host CPU':>8} "
-        f"{'cb lag p99':>10}"
+        f"{'cb lag p99':>10} {'probe ms':>13}"
     )
     lines = [header, "-" * len(header)]
     levels = latency_levels(points)
@@ -297,7 +318,7 @@ def format_latency_table(points: Sequence[ScalingPoint], p99_target_ms: float) -
             f"{_fmt(level.median(lambda p: p.instances_cpu), '8.2f')} "
             f"{_fmt(level.median(cpu_ms_per_payment), '10.2f')} "
             f"{_fmt(level.median(lambda p: p.machine_cpu), '8.2f')} "
-            f"{_fmt(level.median(lambda p: p.cashback_lag_p99_ms), '10.0f')}"
+            f"{_fmt(level.median(lambda p: p.cashback_lag_p99_ms), '10.0f')} {_probe_range(level.runs):>13}"
         )
     repeated = any(len(level.runs) > 1 for level in levels)
     every_run = " in every run" if repeated else ""

@@ -22,6 +22,7 @@ from typing import Any
 from loadtest import checks, setup_data
 from loadtest.cpu import CpuWindow, descendants
 from loadtest.report import read_locust_stats, read_records, read_status_counts, server_errors, window_stats
+from loadtest.speed_probe import SpeedProbe
 
 LOADTEST_DIR = Path(__file__).resolve().parent
 LOCUSTFILE = LOADTEST_DIR / "locustfile.py"
@@ -157,27 +158,33 @@ def run_with_cpu(
     warmup_s: float = 0,
     progress: bool = True,
     home: Path | None = None,
-) -> tuple[int, dict[str, float], float]:
-    """Run locust to its end, measuring CPU between the end of warm-up and the end of the load.
+) -> tuple[int, dict[str, float], float, float]:
+    """Run locust to its end, measuring CPU between the end of warm-up and the end of the load, and how fast
+    the machine was meanwhile (``loadtest.speed_probe``).
 
-    Returns (exit code, cores used per group, epoch second at which the measured window started).
+    Returns (exit code, cores used per group, epoch second at which the measured window started, the probe's
+    median CPU ms over the window).
     """
     proc = run.start()
+    probe = SpeedProbe()
     groups = {"locust": lambda: descendants(proc.pid), "instances": lambda: list(instance_pids or [])}
     if home is not None:  # instances started meanwhile (the operator scaling up) count too
         groups |= platform_pid_groups(home) | {"instances": lambda: transaction_pids(home)}
+    groups["probe"] = lambda: [probe.pid] if probe.pid else []
     window = CpuWindow(groups)
     deadline = run.started_at + run.run_time_s
     _sleep_while(proc, min(warmup_s, run.run_time_s), deadline, progress)
     window_start = time.time()
+    probe.start()
     window.start()
     # CPU is read just before locust stops its users, so the shutdown stays out of the figures.
     _sleep_while(proc, deadline - 0.5 - time.time(), deadline, progress)
     used = window.stop()
+    probe_ms = probe.stop()
     _sleep_while(proc, 3600, deadline, progress)
     if progress:
         print("\r" + " " * 40 + "\r", end="", flush=True)
-    return proc.returncode or 0, used, window_start
+    return proc.returncode or 0, used, window_start, probe_ms
 
 
 def _sleep_while(proc: subprocess.Popen[bytes], seconds: float, deadline: float, progress: bool) -> None:
@@ -265,10 +272,11 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"load: {args.users} users for {args.duration:.0f}s → {results}", flush=True)
     instances_before = transaction_pids(home)
-    code, cpu, _ = run_with_cpu(locust_run, instances_before, progress=sys.stdout.isatty(), home=home)
+    code, cpu, _, probe_ms = run_with_cpu(locust_run, instances_before, progress=sys.stdout.isatty(), home=home)
     summary = summarise(results, locust_run.started_at, locust_run.started_at + args.duration)
     # The operator's loop may scale the transaction service under the load: say so.
     summary["cpu"] = cpu
+    summary["probe_ms"] = probe_ms
     summary["transaction_instances"] = {"start": len(instances_before), "end": len(transaction_pids(home))}
     ok = code == 0
     if not args.no_checks:
@@ -309,6 +317,8 @@ def format_summary(summary: dict, results: Path) -> str:
             f"all requests: {summary['requests']} ({summary['requests_per_s']:.1f}/s), "
             f"{summary['request_failures']} failed",
             "CPU (cores): " + format_cpu(cpu),
+            f"machine speed: the probe's fixed work took {summary.get('probe_ms', float('nan')):.2f} ms of CPU "
+            "(median; lower = faster; compare runs only at similar values)",
             "transaction instances: {start} at the start, {end} at the end".format(**summary["transaction_instances"]),
             f"reports: {results}/locust.html, {results}/locust_stats.csv, {results}/summary.json",
         ]

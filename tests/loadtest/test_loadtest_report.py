@@ -174,3 +174,22 @@ def test_a_repeated_level_holds_the_target_only_if_every_run_did() -> None:
     assert format_latency_table(points, 100).splitlines()[-1] == (
         "no think time kept the payments' p99 under 100 ms in every run"
     )
+
+
+def test_tables_show_how_fast_the_machine_was() -> None:
+    point = ScalingPoint(1, 400, 35, 80, 150, 0, probe_ms=7.81)
+    table = format_table([point, ScalingPoint(2, 700, 35, 80, 150, 0)])
+    header, _, one, two = table.splitlines()
+    assert header.endswith("cb lag p99 probe ms  seed/s x seed")
+    assert one.split()[-3] == "7.81"  # then seed/s and × seed
+    assert two.split()[-3] == "-"
+    ceilings = format_ceilings([point], 2000, 4000, db_probe_ms=8.5, framework_probe_ms=9.25)
+    assert "2000.0 tps (probe 8.50 ms)" in ceilings and "4000.0 req/s (probe 9.25 ms)" in ceilings
+    assert "(probe - ms)" in format_ceilings([point], 2000, 4000)
+    runs = [
+        ScalingPoint(1, 300, 20, 100, 200, 0, probe_ms=8.26, extra={"wait": "1.0,3.0"}),
+        ScalingPoint(1, 320, 20, 100, 210, 0, probe_ms=7.72, extra={"wait": "1.0,3.0"}),
+        ScalingPoint(1, 250, 20, 100, 150, 0, probe_ms=9.46, extra={"wait": "1.5,3.5"}),
+    ]
+    lines = format_latency_table(runs, 250).splitlines()
+    assert lines[2].split()[-1] == "9.46" and lines[3].split()[-1] == "7.72–8.26"

@@ -16,6 +16,18 @@ from newbank.runtime import cgroups
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _speed_probes_running() -> list[int]:
+    running = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"loadtest.speed_probe" in argv:
+            running.append(int(entry.name))
+    return running
+
+
 def _ok(result: Any) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
@@ -30,6 +42,7 @@ def test_loadtest_runs_and_its_checks_pass(newbank_platform: Any, tmp_path: Path
     summary = json.loads((results / "summary.json").read_text())
     assert summary["payments"] > 0
     assert summary["server_errors"] == {}
+    assert summary["probe_ms"] > 0 and "probe" in summary["cpu"]  # how fast the machine was, and what it cost
     checks = {c["name"]: c for c in summary["checks"]["results"]}
     for name in (
         "no 5xx",
@@ -41,6 +54,7 @@ def test_loadtest_runs_and_its_checks_pass(newbank_platform: Any, tmp_path: Path
         assert checks[name]["ok"], checks[name]
     assert (results / "locust.html").exists()
     assert (results / "locust_stats.csv").exists()
+    assert not _speed_probes_running()
     data = json.loads((results / "data.json").read_text())
     assert {m["currency"] for m in data["merchants"]} >= {"EUR", "USD", "GBP", "JPY"}
 
@@ -58,6 +72,8 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     assert [p["instances"] for p in bench["points"]] == [1, 2]
     assert all(p["payments"] > 0 for p in bench["points"])
     assert bench["db_ceiling_tps"] and bench["framework_ceiling_rps"]
+    assert all(p["probe_ms"] > 0 for p in bench["points"])
+    assert bench["ceilings"]["db_probe_ms"] > 0 and bench["ceilings"]["framework_probe_ms"] > 0
     assert (results / "scaling.png").read_bytes().startswith(b"\x89PNG")
     table = (results / "table.txt").read_text()
     assert "÷ db" in table
@@ -67,9 +83,10 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
         (1, "0.2,0.4", 1),
         (1, "0.2,0.4", 2),
     ]
-    assert all(p["payments"] > 0 for p in latency)
+    assert all(p["payments"] > 0 and p["probe_ms"] > 0 for p in latency)
     assert "below saturation" in table and "p99<250" in table
     assert (results / "latency-1-run2" / "checks.json").exists()
+    assert not _speed_probes_running()  # every probe was stopped by its PID
     # The framework ceiling's uvicorn ran in its own cgroup: gone with it, not left behind one per run.
     for controller in ("cpu", "memory"):
         assert not (cgroups.CGROUP_ROOT / controller / cgroups.group_name(results / "ceiling-framework")).exists()
