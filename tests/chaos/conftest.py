@@ -13,31 +13,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from local_platform import INGRESS_OFFSET, free_port_block, newbank_cli
 
 from newbank.chaos.health import processes_of
 from newbank.chaos.world import Target, World, load_or_create_world
 from newbank.runtime import cgroups, procs
-from newbank.runtime.layout import PORT_OFFSETS, Layout
+from newbank.runtime.layout import Layout
 from newbank.runtime.platform import running_pids
 from newbank_operator.local_loop import LOCAL_DEFAULT_SPEC
-
-
-def _free_port_block() -> int:
-    """A base port whose whole block (base + every offset, 20 transaction slots) is free."""
-    span = max(PORT_OFFSETS.values()) + 1
-    for _ in range(200):
-        base = 30000 + (uuid.uuid4().int % 200) * 100
-        if all(not procs.port_open(base + i) for i in range(span)):
-            return base
-    raise RuntimeError("no free port block")
 
 
 class ChaosPlatform:
@@ -45,11 +34,14 @@ class ChaosPlatform:
         self.home = Path(tempfile.mkdtemp(prefix="newbank-chaos-", dir="/tmp"))
         atexit.register(self.down)
         os.chmod(self.home, 0o755)  # the postgres user must reach its data folder below
+        base = free_port_block()
         self.env = {
             **os.environ,
             "NEWBANK_HOME": str(self.home),
-            "NEWBANK_PORT_BASE": str(_free_port_block()),
-            "NEWBANK_PORT": str(procs.free_port()),
+            # Below the kernel's ephemeral range: a broker held down is started again on the same ports,
+            # which a client connection's local port must not have taken meanwhile.
+            "NEWBANK_PORT_BASE": str(base),
+            "NEWBANK_PORT": str(base + INGRESS_OFFSET),
         }
         self.env.pop("NEWBANK_ADMIN_TOKEN", None)
         self.stopped = False
@@ -60,14 +52,7 @@ class ChaosPlatform:
         (self.home / "operator.json").write_text(json.dumps(spec))
 
     def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "newbank.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        return newbank_cli(self.env, *args, timeout_s=timeout_s)
 
     @property
     def layout(self) -> Layout:
