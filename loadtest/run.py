@@ -176,11 +176,13 @@ def run_with_cpu(
     _sleep_while(proc, min(warmup_s, run.run_time_s), deadline, progress)
     window_start = time.time()
     probe.start()
-    window.start()
-    # CPU is read just before locust stops its users, so the shutdown stays out of the figures.
-    _sleep_while(proc, deadline - 0.5 - time.time(), deadline, progress)
-    used = window.stop()
-    probe_ms = probe.stop()
+    try:
+        window.start()
+        # CPU is read just before locust stops its users, so the shutdown stays out of the figures.
+        _sleep_while(proc, deadline - 0.5 - time.time(), deadline, progress)
+        used = window.stop()
+    finally:
+        probe_ms = probe.stop()
     _sleep_while(proc, 3600, deadline, progress)
     if progress:
         print("\r" + " " * 40 + "\r", end="", flush=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import statistics
 import subprocess
@@ -81,7 +82,8 @@ class SpeedProbe:
     def start(self) -> None:
         self._out = tempfile.TemporaryFile()
         command = [sys.executable, "-m", "loadtest.speed_probe", "--interval", str(self.interval_s)]
-        command += ["--iterations", str(self.iterations)]
+        # The parent's PID from here: it may be killed before the child has read its own parent.
+        command += ["--iterations", str(self.iterations), "--parent", str(os.getpid())]
         root = Path(__file__).resolve().parent.parent
         self._proc = subprocess.Popen(command, stdout=self._out, stderr=subprocess.DEVNULL, cwd=root)
 
@@ -106,13 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=INTERVAL_S, help="seconds between two pieces")
     parser.add_argument("--iterations", type=int, default=ITERATIONS, help="size of the piece")
+    parser.add_argument("--parent", type=int, default=None, help="stop when this process is gone (default: mine)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
+    parent = args.parent if args.parent is not None else os.getppid()
+    while os.getppid() == parent:  # a parent killed before it could stop the probe: the probe ends itself
         ms = timed_work(args.iterations)
         sys.stdout.write(f"{time.time():.3f} {ms:.3f}\n")
         sys.stdout.flush()
         time.sleep(args.interval)
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from loadtest.speed_probe import SpeedProbe, median_ms, parse_samples, timed_work
 
@@ -58,3 +61,27 @@ def test_the_probe_runs_as_a_child_and_is_stopped_by_its_pid() -> None:
 
 def test_a_probe_never_started_measures_nothing() -> None:
     assert math.isnan(SpeedProbe().stop())
+
+
+def test_the_probe_ends_itself_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """A load test killed with SIGKILL cannot stop its probe: the probe must not run on forever."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; sys.path.insert(0, sys.argv[1]); from loadtest.speed_probe import SpeedProbe; "
+            "p = SpeedProbe(interval_s=0.1, iterations=1000); p.start(); print(p.pid, flush=True); time.sleep(60)",
+            str(Path(__file__).resolve().parents[2]),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
