@@ -31,7 +31,7 @@ INTERVAL_S = 0.5
 
 
 def fixed_work(iterations: int = ITERATIONS) -> int:
-    """Pure interpreter work on a few integers: no memory traffic, no system call."""
+    """Pure interpreter work on small integers: it stays in the CPU's caches and makes no system call."""
     total = 0
     for i in range(iterations):
         total += i * i % 7
