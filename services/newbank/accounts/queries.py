@@ -32,7 +32,7 @@ RETURNING base, quote, rate, updated_at
 
 FX_RATE = "SELECT base, quote, rate, updated_at FROM fx_rate WHERE base = $1 AND quote = $2"
 
-ONBOARDING_ATTEMPT = "SELECT onboarding_attempt_count($1)"
+ONBOARDING_ADMIT = "SELECT onboarding_admit($1, $2)"
 
 INSERT_SETTLEMENT_ACCOUNT = """
 INSERT INTO account (kind, currency, currency_exponent, balance) VALUES ('settlement', $1, $2, 0)

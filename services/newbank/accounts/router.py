@@ -110,7 +110,7 @@ async def get_fx_rate(ctx: Context, _: CurrentPrincipal, base: BaseCurrency, quo
     responses=problem_responses(400, 413, 422, 429),
 )
 async def onboard_merchant(ctx: Context, client: ClientAddress, body: MerchantCreate) -> dict[str, Any]:
-    await service.count_onboarding_attempt(ctx.db, ctx.settings, client)
+    await service.admit_onboarding(ctx.db, ctx.settings, client)
     merchant = await service.onboard_merchant(ctx.db, body)
     ctx.relay.wake()
     return merchant

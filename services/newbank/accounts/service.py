@@ -169,15 +169,17 @@ async def get_fx_rate(db: Database, base: str, quote: str) -> dict[str, Any]:
     return _fx_rate(row)
 
 
-async def count_onboarding_attempt(db: Database, settings: Settings, client_address: str) -> None:
-    attempts = await db.primary.fetchval(queries.ONBOARDING_ATTEMPT, client_address)
-    if attempts > settings.onboarding_rate_limit_per_minute:
-        retry_after = 60 - datetime.now(UTC).second
+async def admit_onboarding(db: Database, settings: Settings, client_address: str) -> None:
+    """Count this onboarding against the address's limit, or refuse it (refusals are not counted) with
+    the seconds after which the address will be admitted."""
+    limit = settings.onboarding_rate_limit_per_minute
+    wait_s = await db.primary.fetchval(queries.ONBOARDING_ADMIT, client_address, limit)
+    if wait_s:
         raise ProblemError(
             429,
             "rate-limited",
-            f"at most {settings.onboarding_rate_limit_per_minute} onboardings per minute from one address",
-            headers={"Retry-After": str(retry_after)},
+            f"at most {limit} onboardings per minute from one address",
+            headers={"Retry-After": str(wait_s)},
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from bank_api import Bank, problem
@@ -222,6 +223,38 @@ async def test_onboarding_is_rate_limited_per_client_address(bank: Bank) -> None
         "/api/v1/merchants", json=body, headers={"X-Forwarded-For": f"203.0.113.9, {address}"}
     )
     assert forged.status_code == 429
+
+
+async def test_onboarding_limit_admits_when_retry_after_says(bank: Bank) -> None:
+    """The limit's own function at chosen moments: refusals are not counted, and Retry-After is the
+    first whole second at which the address is admitted (a second earlier it is still refused)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(bank.services.database_url)
+    base = datetime(2001, 1, 5, 12, 0, 10, tzinfo=UTC)  # in the past: its clean-up deletes nothing current
+
+    async def admit(address: str, at_s: float, limit: int = 20) -> int:
+        moment = base + timedelta(seconds=at_s)
+        return await conn.fetchval("SELECT onboarding_admit($1, $2, $3)", address, limit, moment)
+
+    try:
+        # A full minute: 20 admitted at 12:00:10, refused at 12:00:50 until a second past 12:01:00.
+        address = f"full-{uuid.uuid4()}"
+        assert [await admit(address, 0) for _ in range(20)] == [0] * 20
+        assert [await admit(address, 40) for _ in range(50)] == [11] * 50  # 50 refusals, none counted
+        assert await admit(address, 50) == 1  # 12:01:00: the previous minute still weighs 20
+        assert await admit(address, 51) == 0
+        # The sliding window: at 12:01:10 the previous minute's 20 weigh floor(20·50/60) = 16, so 4 are
+        # admitted; the 5th is refused until floor(20·(60 − s)/60) < 16, i.e. s > 12: at 12:01:13.
+        address = f"slide-{uuid.uuid4()}"
+        assert [await admit(address, 0) for _ in range(20)] == [0] * 20
+        assert [await admit(address, 60) for _ in range(5)] == [0, 0, 0, 0, 3]
+        assert await admit(address, 62) == 1
+        assert await admit(address, 63) == 0
+        # Another address is not affected.
+        assert await admit(f"other-{uuid.uuid4()}", 40) == 0
+    finally:
+        await conn.close()
 
 
 async def test_introspection_is_internal_and_admin_only(bank: Bank) -> None:
