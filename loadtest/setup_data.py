@@ -63,10 +63,16 @@ def admin_token(home: Path | None = None) -> str:
 class Api:
     """A thin client that fails loudly with the platform's problem+json, and waits out 429s."""
 
-    def __init__(self, client: httpx.AsyncClient, admin: str, concurrency: int = 16) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, admin: str, concurrency: int = 16, rate_limit_wait_s: float = 1800
+    ) -> None:
         self.client = client
         self.admin = {"Authorization": f"Bearer {admin}"}
         self.gate = asyncio.Semaphore(concurrency)
+        # Onboarding is limited per address (30 a minute by default): more merchants than that take
+        # minutes, each call waiting as long as Retry-After says, up to this long in all.
+        self.rate_limit_wait_s = rate_limit_wait_s
+        self._told_rate_limited = False
 
     async def call(
         self,
@@ -82,22 +88,35 @@ class Api:
         headers = {} if anonymous else {"Authorization": f"Bearer {key}"} if key else dict(self.admin)
         if money:
             headers["Idempotency-Key"] = str(uuid.uuid4())  # reused on retry: a retry moves no money twice
+        deadline = time.monotonic() + self.rate_limit_wait_s
+        failures = 0
         async with self.gate:
-            for attempt in range(60):
+            while True:
                 try:
                     response = await self.client.request(method, path, json=body, headers=headers)
                 except httpx.TransportError:
-                    if attempt >= 5:
+                    failures += 1
+                    if failures > 5:
                         raise
                     await asyncio.sleep(1)
                     continue
-                if response.status_code == 429 or (response.status_code >= 500 and attempt < 5):
-                    await asyncio.sleep(float(response.headers.get("Retry-After", "1") or 1))
+                if response.status_code == 429 and time.monotonic() < deadline:
+                    await self._wait_out(response, path)
+                    continue
+                if response.status_code >= 500 and failures < 5:
+                    failures += 1
+                    await asyncio.sleep(1)
                     continue
                 if response.status_code not in expect:
                     raise RuntimeError(f"{method} {path} → {response.status_code}: {response.text[:300]}")
                 return response.json() if response.content else None
-        raise RuntimeError(f"{method} {path}: still rate limited after a minute")
+
+    async def _wait_out(self, response: httpx.Response, path: str) -> None:
+        wait_s = float(response.headers.get("Retry-After", "1") or 1)
+        if not self._told_rate_limited:
+            self._told_rate_limited = True
+            print(f"setup: {path} is rate limited ({response.json().get('detail', '')}); waiting as told", flush=True)
+        await asyncio.sleep(wait_s)
 
 
 async def create_merchant(api: Api, index: int) -> dict[str, Any]:
