@@ -2,11 +2,12 @@
 --
 -- 0004 counted every attempt, refused ones included, and answered Retry-After with the seconds left in
 -- the current minute. At the next minute the previous minute's attempts still weigh on the sliding
--- window, so a client that came back then was refused again, and that refusal counted too: 240
--- merchants created by 16 concurrent clients that honoured Retry-After never got past the first 30
--- (found by the load test's setup with --merchants 240). Now a refusal changes nothing, the check and
--- the count happen under the address's row lock (several accounts instances share the limit), and the
--- answer is the number of seconds after which this address will be admitted if nothing else is.
+-- window, so a client that came back then was refused again, and that refusal counted too: 16
+-- concurrent clients that honoured Retry-After got 30 merchants in the first minute, then 15 every two
+-- minutes, a quarter of the limit (found by the load test's setup with --merchants 240). Now a refusal
+-- changes nothing, the check and the count happen under the address's row lock (several accounts
+-- instances share the limit), and the answer is the number of seconds after which this address will
+-- be admitted if nothing else is.
 
 CREATE FUNCTION onboarding_admit(p_client text, p_limit integer, p_now timestamptz DEFAULT now())
 RETURNS integer LANGUAGE plpgsql AS $$
