@@ -115,7 +115,7 @@ class Api:
         wait_s = float(response.headers.get("Retry-After", "1") or 1)
         if not self._told_rate_limited:
             self._told_rate_limited = True
-            print(f"setup: {path} is rate limited ({response.json().get('detail', '')}); waiting as told", flush=True)
+            print(f"setup: {path} is rate limited ({response.text[:200]}); waiting as told", flush=True)
         await asyncio.sleep(wait_s)
 
 

@@ -253,6 +253,8 @@ async def test_onboarding_limit_admits_when_retry_after_says(bank: Bank) -> None
         assert await admit(address, 63) == 0
         # Another address is not affected.
         assert await admit(f"other-{uuid.uuid4()}", 40) == 0
+        # A limit of 0 switches onboarding off: refused, never a division by zero.
+        assert await admit(f"off-{uuid.uuid4()}", 0, limit=0) == 60
     finally:
         await conn.close()
 

@@ -19,6 +19,9 @@ DECLARE
     v_previous integer;
     v_wait     numeric;
 BEGIN
+    IF p_limit <= 0 THEN
+        RETURN 60;  -- onboarding switched off: refuse, with a whole window to wait
+    END IF;
     INSERT INTO onboarding_attempt (client_address, window_start, attempts) VALUES (p_client, v_window, 0)
     ON CONFLICT (client_address, window_start) DO NOTHING;
     IF FOUND THEN
