@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import ceilings, checks, setup_data
+from loadtest.ingress_log import IngressLog
 from loadtest.report import ScalingPoint, format_ceilings, format_latency_table, format_table, seed_per_second
 from loadtest.run import LocustRun, format_cpu, platform_target, run_with_cpu, summarise, transaction_pids
 
@@ -162,8 +163,12 @@ def measure_point(
         wait=wait,
         cpus=args.locust_cpus,
     )
-    _, cpu, start, probe_ms = run_with_cpu(run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty(), home=home)
+    ingress = IngressLog.for_platform(home, host)
+    _, cpu, start, probe_ms = run_with_cpu(
+        run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty(), home=home, ingress=ingress
+    )
     summary = summarise(folder, start, start + args.duration)
+    ingress_times = ingress.payment_times() or {}
     report = asyncio.run(
         checks.run_checks(host, admin, folder, data, sample=args.check_sample, settle_timeout_s=args.settle_timeout)
     )
@@ -191,6 +196,7 @@ def measure_point(
         machine_cpu=cpu.get("machine", float("nan")),
         cashback_lag_p99_ms=lag,
         probe_ms=probe_ms,
+        ingress_p99_ms=ingress_times.get("p99_ms", float("nan")),
         foreign_cpu=cpu.get("machine", float("nan")) - sum(v for k, v in cpu.items() if k != "machine"),
         extra={
             "wait": wait,
@@ -198,12 +204,13 @@ def measure_point(
             "pids": pids,
             "cpu": cpu,
             "checks": [r.__dict__ for r in report.results],
+            "ingress": ingress_times,
         },
     )
     failed = [r.name for r in report.results if not r.ok and not r.detail.startswith("skipped")]
     print(
         f"  {instances} instance(s), think {wait} s: {point.payments_per_s:.1f} payments/s, "
-        f"p99 {point.p99_ms:.0f} ms, "
+        f"p99 {point.p99_ms:.0f} ms (at the ingress {point.ingress_p99_ms:.0f}), "
         f"errors {point.error_rate * 100:.2f}%, instances {point.instances_cpu:.2f} cores, "
         f"locust {point.locust_cpu:.2f}, machine {point.machine_cpu:.2f}, probe {point.probe_ms:.2f} ms; checks "
         f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}\n    CPU (cores): {format_cpu(cpu)}",

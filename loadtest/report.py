@@ -148,6 +148,8 @@ class ScalingPoint:
     cashback_lag_p99_ms: float = math.nan
     # Median CPU ms of loadtest.speed_probe's fixed work in the window: how fast the machine was (lower = faster).
     probe_ms: float = math.nan
+    # The payments' p99 by HAProxy's own timer (loadtest.ingress_log): the platform's part of p99_ms.
+    ingress_p99_ms: float = math.nan
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -188,7 +190,7 @@ def format_table(points: Sequence[ScalingPoint]) -> str:
     eff = efficiencies(points)
     seed = seed_per_second()
     header = (
-        f"{'inst':>4} {'pay/s':>8} {'eff':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err %':>6} "
+        f"{'inst':>4} {'pay/s':>8} {'eff':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'ingr p99':>8} {'err %':>6} "
         f"{'inst CPU':>8} {'ms CPU/pay':>10} {'locust CPU':>10} {'host CPU':>8} {'not ours':>8} "
         f"{'cb lag p99':>10} {'probe ms':>8} {'seed/s':>7} {'x seed':>6}"
     )
@@ -198,7 +200,7 @@ def format_table(points: Sequence[ScalingPoint]) -> str:
         lines.append(
             f"{p.instances:>4} {_fmt(p.payments_per_s, '8.1f')} {_fmt(eff[p.instances], '5.2f')} "
             f"{_fmt(p.p50_ms, '7.0f')} {_fmt(p.p95_ms, '7.0f')} {_fmt(p.p99_ms, '7.0f')} "
-            f"{_fmt(p.error_rate * 100, '6.2f')} {_fmt(p.instances_cpu, '8.2f')} "
+            f"{_fmt(p.ingress_p99_ms, '8.0f')} {_fmt(p.error_rate * 100, '6.2f')} {_fmt(p.instances_cpu, '8.2f')} "
             f"{_fmt(cpu_ms_per_payment(p), '10.2f')} {_fmt(p.locust_cpu, '10.2f')} "
             f"{_fmt(p.machine_cpu, '8.2f')} {_fmt(p.foreign_cpu, '8.2f')} {_fmt(p.cashback_lag_p99_ms, '10.0f')} "
             f"{_fmt(p.probe_ms, '8.2f')} {_fmt(seed_rate, '7.1f')} {_fmt(p.payments_per_s / seed_rate, '6.1f')}"
@@ -302,7 +304,7 @@ def format_latency_table(points: Sequence[ScalingPoint], p99_target_ms: float) -
     target = f"p99<{p99_target_ms:.0f}"
     header = (
         f"{'inst':>4} {'think s':>9} {'runs':>4} {'pay/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
-        f"{'p99 max':>7} {target:>8} {'err %':>6} {'inst CPU':>8} {'ms CPU/pay':>10} {'host CPU':>8} "
+        f"{'p99 max':>7} {target:>8} {'ingr p99':>8} {'err %':>6} {'inst CPU':>8} {'ms CPU/pay':>10} {'host CPU':>8} "
         f"{'cb lag p99':>10} {'probe ms':>13}"
     )
     lines = [header, "-" * len(header)]
@@ -314,6 +316,7 @@ def format_latency_table(points: Sequence[ScalingPoint], p99_target_ms: float) -
             f"{level.instances:>4} {level.wait:>9} {runs:>4} {_fmt(level.payments_per_s, '8.1f')} "
             f"{_fmt(level.median(lambda p: p.p50_ms), '7.0f')} {_fmt(level.median(lambda p: p.p95_ms), '7.0f')} "
             f"{_fmt(level.median(lambda p: p.p99_ms), '7.0f')} {_fmt(level.worst_p99_ms, '7.0f')} {verdict:>8} "
+            f"{_fmt(level.median(lambda p: p.ingress_p99_ms), '8.0f')} "
             f"{_fmt(level.median(lambda p: p.error_rate * 100), '6.2f')} "
             f"{_fmt(level.median(lambda p: p.instances_cpu), '8.2f')} "
             f"{_fmt(level.median(cpu_ms_per_payment), '10.2f')} "

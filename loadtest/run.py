@@ -21,6 +21,7 @@ from typing import Any
 
 from loadtest import checks, setup_data
 from loadtest.cpu import CpuWindow, descendants
+from loadtest.ingress_log import IngressLog, format_times
 from loadtest.report import read_locust_stats, read_records, read_status_counts, server_errors, window_stats
 from loadtest.speed_probe import SpeedProbe
 
@@ -158,9 +159,11 @@ def run_with_cpu(
     warmup_s: float = 0,
     progress: bool = True,
     home: Path | None = None,
+    ingress: IngressLog | None = None,
 ) -> tuple[int, dict[str, float], float, float]:
     """Run locust to its end, measuring CPU between the end of warm-up and the end of the load, and how fast
-    the machine was meanwhile (``loadtest.speed_probe``).
+    the machine was meanwhile (``loadtest.speed_probe``); with ``ingress``, HAProxy logs every request of
+    that window.
 
     Returns (exit code, cores used per group, epoch second at which the measured window started, the probe's
     median CPU ms over the window).
@@ -176,6 +179,8 @@ def run_with_cpu(
     _sleep_while(proc, min(warmup_s, run.run_time_s), deadline, progress)
     window_start = time.time()
     probe.start()
+    if ingress is not None:
+        ingress.start(window_start)
     try:
         window.start()
         # CPU is read just before locust stops its users, so the shutdown stays out of the figures.
@@ -183,6 +188,8 @@ def run_with_cpu(
         used = window.stop()
     finally:
         probe_ms = probe.stop()
+        if ingress is not None:
+            ingress.stop(time.time())
     _sleep_while(proc, 3600, deadline, progress)
     if progress:
         print("\r" + " " * 40 + "\r", end="", flush=True)
@@ -274,8 +281,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"load: {args.users} users for {args.duration:.0f}s → {results}", flush=True)
     instances_before = transaction_pids(home)
-    code, cpu, _, probe_ms = run_with_cpu(locust_run, instances_before, progress=sys.stdout.isatty(), home=home)
+    ingress = IngressLog.for_platform(home, args.host)
+    code, cpu, _, probe_ms = run_with_cpu(
+        locust_run, instances_before, progress=sys.stdout.isatty(), home=home, ingress=ingress
+    )
     summary = summarise(results, locust_run.started_at, locust_run.started_at + args.duration)
+    summary["ingress"] = ingress.payment_times()
     # The operator's loop may scale the transaction service under the load: say so.
     summary["cpu"] = cpu
     summary["probe_ms"] = probe_ms
@@ -316,6 +327,7 @@ def format_summary(summary: dict, results: Path) -> str:
             f"({summary['error_rate'] * 100:.2f}%), {summary['payments_per_s']:.1f}/s",
             f"payment latency: p50 {summary['p50_ms']:.0f} ms, p95 {summary['p95_ms']:.0f} ms, "
             f"p99 {summary['p99_ms']:.0f} ms",
+            format_times(summary.get("ingress")),
             f"all requests: {summary['requests']} ({summary['requests_per_s']:.1f}/s), "
             f"{summary['request_failures']} failed",
             "CPU (cores): " + format_cpu(cpu),

@@ -43,6 +43,12 @@ def test_loadtest_runs_and_its_checks_pass(newbank_platform: Any, tmp_path: Path
     assert summary["payments"] > 0
     assert summary["server_errors"] == {}
     assert summary["probe_ms"] > 0 and "probe" in summary["cpu"]  # how fast the machine was, and what it cost
+    # HAProxy's timers of the same payments, and its access log switched off again afterwards.
+    ingress = summary["ingress"]
+    assert 0 < ingress["n"] and 0 <= ingress["queue_p99_ms"] <= ingress["p99_ms"]
+    assert "at the ingress (HAProxy's timers" in result.stdout
+    haproxy = newbank_platform.layout.haproxy()
+    assert "access_log off" in haproxy.runtime(f"show map {haproxy.access_log_map}")
     checks = {c["name"]: c for c in summary["checks"]["results"]}
     for name in (
         "no 5xx",
@@ -84,6 +90,7 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
         (1, "0.2,0.4", 2),
     ]
     assert all(p["payments"] > 0 and p["probe_ms"] > 0 for p in latency)
+    assert all(p["extra"]["ingress"]["n"] > 0 and p["ingress_p99_ms"] >= 0 for p in [*bench["points"], *latency])
     assert "below saturation" in table and "p99<250" in table
     assert (results / "latency-1-run2" / "checks.json").exists()
     assert not _speed_probes_running()  # every probe was stopped by its PID

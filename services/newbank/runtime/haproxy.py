@@ -45,6 +45,11 @@ SERVER_MAXCONN = 48
 # cores against 0.075-0.112 with two threads (0.09-0.10 ms per request against 0.14-0.25, the most when
 # requests queued).
 THREADS = 1
+# Every request is logged with its timers (queue, server, total) only while the access log is switched on
+# through the runtime API (``set_access_log``): the load test does it for its measured window. Otherwise
+# only what went wrong is: a response HAProxy made itself (503 after the queue timeout, no route) or a 5xx,
+# and any request that got no response. At ~600 requests/s a log of every one would grow ~10 GB a day.
+ACCESS_LOG_KEY = "access_log"
 SERVER_CHECK = (
     f"check inter 1s fastinter 500ms downinter 1s fall 2 rise 1 pool-purge-delay 200ms maxconn {SERVER_MAXCONN}"
 )
@@ -63,9 +68,11 @@ def render_config(
     servers: dict[str, list[tuple[str, int]]],
     stats_port: int | None = None,
     slots: dict[str, list[tuple[str, int]]] | None = None,
+    access_log_map: Path | None = None,
 ) -> str:
     """The whole haproxy.cfg; ``servers`` maps a service to its running (name, port) instances,
-    ``slots`` to every (name, port) one may take; those not running are declared ``disabled``."""
+    ``slots`` to every (name, port) one may take; those not running are declared ``disabled``.
+    ``access_log_map`` is the map file whose ``access_log`` entry switches the access log on."""
     services_re = "|".join(SERVICES)
     probes_re = "|".join(p.replace(".", r"\.") for p in PROBES)
     lines = [
@@ -80,7 +87,6 @@ def render_config(
         "    mode http",
         "    log global",
         "    option httplog",
-        "    option dontlog-normal",
         "    timeout connect 2s",
         "    timeout client 60s",
         "    timeout server 60s",
@@ -101,8 +107,16 @@ def render_config(
         f"    acl probe path_reg ^/_/({services_re})/({probes_re})$",
         "    http-request set-var(txn.service) path,field(3,/) if probe",
         r"    http-request replace-path ^/_/[^/]+(/.*)$ \1 if probe",
-        "    use_backend %[var(txn.service)] if { var(txn.service) -m found }",
     ]
+    if access_log_map is not None:
+        # ``http-response`` rules see the servers' responses only, so HAProxy's own are always logged.
+        lines.append(
+            "    http-response set-log-level silent if { status lt 500 } "
+            f"!{{ str({ACCESS_LOG_KEY}),map({access_log_map},off) -m str on }}"
+        )
+    else:
+        lines.append("    option dontlog-normal")
+    lines.append("    use_backend %[var(txn.service)] if { var(txn.service) -m found }")
     for service, prefixes in ROUTES.items():
         lines.append(f"    use_backend {service} if {_acl(prefixes)}")
     lines += [
@@ -133,6 +147,7 @@ def render_config(
             "",
             "frontend stats",
             f"    bind 127.0.0.1:{stats_port}",
+            "    option dontlog-normal",
             "    stats enable",
             "    stats uri /stats",
             "    stats refresh 2s",
@@ -169,6 +184,10 @@ class HAProxy:
         return self.root / "haproxy.cfg"
 
     @property
+    def access_log_map(self) -> Path:
+        return self.root.resolve() / "access-log.map"
+
+    @property
     def log_file(self) -> Path:
         return self.root / "haproxy.log"
 
@@ -184,8 +203,9 @@ class HAProxy:
     # ---------------------------------------------------------------- lifecycle
     def write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.access_log_map.write_text(f"{ACCESS_LOG_KEY} off\n")  # a (re)start begins with it off
         self.config_file.write_text(
-            render_config(self.port, self.socket_path, self.servers, self.stats_port, self.slots)
+            render_config(self.port, self.socket_path, self.servers, self.stats_port, self.slots, self.access_log_map)
         )
 
     def start(self, timeout_s: float = 15) -> None:
@@ -221,6 +241,12 @@ class HAProxy:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
         return b"".join(chunks).decode(errors="replace")
+
+    def set_access_log(self, on: bool) -> bool:
+        """Log every request from now on (or again only what went wrong). False when the running
+        HAProxy cannot: it was started by a version without the switch."""
+        answer = self.runtime(f"set map {self.access_log_map} {ACCESS_LOG_KEY} {'on' if on else 'off'}")
+        return answer.strip() == ""
 
     def stats(self) -> list[dict[str, str]]:
         """``show stat`` as rows (one per frontend, backend and server)."""
