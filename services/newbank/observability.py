@@ -33,6 +33,8 @@ EVENTS_CONSUMED = Counter(
     "newbank_events_consumed_total", "Events taken from a queue, by outcome", ["queue", "outcome"]
 )
 
+ROWS_PRUNED = Counter("newbank_rows_pruned_total", "Rows deleted once past their retention", ["what"])
+
 _UNMATCHED = "unmatched"
 
 

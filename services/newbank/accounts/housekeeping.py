@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 
 from newbank.accounts import queries
-from newbank.pruning import delete_in_batches, prune_every
+from newbank.pruning import PRUNE_BATCH, delete_in_batches, prune_every
 from newbank.service_app import ServiceContext
 
 log = logging.getLogger("newbank.accounts.housekeeping")
 
 
-async def prune_idempotency_keys(ctx: ServiceContext, batch: int = 5_000) -> int:
+async def prune_idempotency_keys(ctx: ServiceContext, batch: int = PRUNE_BATCH) -> int:
     retention_h = max(24, ctx.settings.idempotency_retention_h)  # never below the contract
     return await delete_in_batches(ctx.db.primary, queries.PRUNE_IDEMPOTENCY_KEYS, retention_h, batch=batch)
 

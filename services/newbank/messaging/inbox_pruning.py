@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 
 from newbank.database import Database
-from newbank.pruning import delete_in_batches, prune_every
+from newbank.pruning import PRUNE_BATCH, delete_in_batches, prune_every
 
 log = logging.getLogger("newbank.inbox")
 
@@ -29,7 +29,7 @@ DELETE FROM inbox_event i
 """
 
 
-async def prune_inbox(db: Database, consumers: Sequence[str], retention_h: float, batch: int = 5_000) -> int:
+async def prune_inbox(db: Database, consumers: Sequence[str], retention_h: float, batch: int = PRUNE_BATCH) -> int:
     """Delete the inbox rows of ``consumers`` older than the retention; returns how many."""
     seconds = max(MIN_RETENTION_H, retention_h) * 3600
     return await delete_in_batches(db.primary, _PRUNE_SQL, list(consumers), seconds, batch=batch)
