@@ -6,14 +6,14 @@ platform under 24/7 load must not write a line per request.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+from ingress_in_front import JsonInstance, ingress_in_front
 
 from loadtest.ingress_log import IngressLog, read_records
 from newbank.runtime import free_ports, procs
@@ -24,47 +24,23 @@ pytestmark = [pytest.mark.integration]
 WORK_S = 0.03
 
 
-class PaymentsInstance(BaseHTTPRequestHandler):
+class PaymentsInstance(JsonInstance):
     def do_GET(self) -> None:
-        self._answer(200, b'{"status":"ok"}')
+        self.answer(b'{"status":"ok"}')
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path.endswith("/boom"):
-            self._answer(500, b'{"status":500}')
+            self.answer(b'{"status":500}', 500)
             return
         time.sleep(WORK_S)
-        self._answer(201, b'{"id":"p"}')
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(b'{"id":"p"}', 201)
 
 
 @pytest.fixture
 def ingress(tmp_path: Path) -> Iterator[HAProxy]:
-    instance_port, port, stats_port = free_ports(3)
-    server = ThreadingHTTPServer(("127.0.0.1", instance_port), PaymentsInstance)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    proxy = HAProxy(tmp_path / "haproxy", port, stats_port, servers={"transactions": [("t1", instance_port)]})
-    try:
-        proxy.start()
-        deadline = time.monotonic() + 10
-        while proxy.server_states("transactions")["t1"]["status"] != "UP":
-            assert time.monotonic() < deadline, "the instance never came UP"
-            time.sleep(0.2)
+    with ingress_in_front(tmp_path, lambda address: ThreadingHTTPServer(address, PaymentsInstance)) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
-        server.shutdown()
-        server.server_close()
 
 
 def _lines_after(proxy: HAProxy, offset: int) -> list[tuple[str, str, int]]:

@@ -9,17 +9,16 @@ them, and the busy-but-alive instance would be marked DOWN ("503 No server is av
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+from ingress_in_front import JsonInstance, ingress_in_front
 
-from newbank.runtime import free_ports
 from newbank.runtime.haproxy import SERVER_MAXCONN, HAProxy
 
 pytestmark = [pytest.mark.integration]
@@ -29,24 +28,14 @@ CLIENTS = 300  # six times maxconn: HAProxy's queue holds the rest (300 × 20 ms
 LOAD_S = 8.0
 
 
-class SerialInstance(BaseHTTPRequestHandler):
+class SerialInstance(JsonInstance):
     def do_GET(self) -> None:
-        self._answer(b'{"status":"ok"}')
+        self.answer(b'{"status":"ok"}')
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         time.sleep(WORK_S)
-        self._answer(b'{"id":"p"}')
-
-    def _answer(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(b'{"id":"p"}')
 
 
 class _Backlogged(HTTPServer):
@@ -58,22 +47,8 @@ class _Backlogged(HTTPServer):
 
 @pytest.fixture
 def ingress(tmp_path: Path) -> Iterator[HAProxy]:
-    instance_port, port, stats_port = free_ports(3)
-    server = _Backlogged(("127.0.0.1", instance_port), SerialInstance)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    proxy = HAProxy(tmp_path / "haproxy", port, stats_port, servers={"transactions": [("t1", instance_port)]})
-    try:
-        proxy.start()
-        deadline = time.monotonic() + 10
-        while proxy.server_states("transactions")["t1"]["status"] != "UP":
-            assert time.monotonic() < deadline, "the instance never came UP"
-            time.sleep(0.2)
+    with ingress_in_front(tmp_path, lambda address: _Backlogged(address, SerialInstance)) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
-        server.shutdown()
-        server.server_close()
 
 
 async def test_a_saturated_instance_stays_in_rotation_and_nothing_gets_a_503(ingress: HAProxy) -> None:
