@@ -105,8 +105,8 @@ def format_times(times: dict[str, float] | None) -> str:
         return "at the ingress: no timings (not the local platform, or its HAProxy predates the access-log switch)"
     return (
         f"at the ingress (HAProxy's timers, {times['n']:.0f} payments): p50 {times['p50_ms']:.0f} ms, "
-        f"p95 {times['p95_ms']:.0f} ms, p99 {times['p99_ms']:.0f} ms; of which waiting for a free instance "
-        f"slot p50 {times['queue_p50_ms']:.0f} ms, p99 {times['queue_p99_ms']:.0f} ms"
+        f"p95 {times['p95_ms']:.0f} ms, p99 {times['p99_ms']:.0f} ms; their wait for a free instance slot: "
+        f"p50 {times['queue_p50_ms']:.0f} ms, p99 {times['queue_p99_ms']:.0f} ms"
     )
 
 
