@@ -148,7 +148,7 @@ class ScalingPoint:
     cashback_lag_p99_ms: float = math.nan
     # Median CPU ms of loadtest.speed_probe's fixed work in the window: how fast the machine was (lower = faster).
     probe_ms: float = math.nan
-    # The payments' p99 by HAProxy's own timer (loadtest.ingress_log): the platform's part of p99_ms.
+    # The payments' p99 by HAProxy's own timer (loadtest.ingress_log): p99_ms without the load generator's side.
     ingress_p99_ms: float = math.nan
     extra: dict[str, Any] = field(default_factory=dict)
 

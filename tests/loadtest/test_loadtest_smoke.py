@@ -45,7 +45,7 @@ def test_loadtest_runs_and_its_checks_pass(newbank_platform: Any, tmp_path: Path
     assert summary["probe_ms"] > 0 and "probe" in summary["cpu"]  # how fast the machine was, and what it cost
     # HAProxy's timers of the same payments, and its access log switched off again afterwards.
     ingress = summary["ingress"]
-    assert 0 < ingress["n"] and 0 <= ingress["queue_p99_ms"] <= ingress["p99_ms"]
+    assert ingress["n"] > 0 and ingress["p99_ms"] > 0 and ingress["queue_p99_ms"] >= 0
     assert "at the ingress (HAProxy's timers" in result.stdout
     haproxy = newbank_platform.layout.haproxy()
     assert "access_log off" in haproxy.runtime(f"show map {haproxy.access_log_map}")
