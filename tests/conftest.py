@@ -35,8 +35,9 @@ import pytest
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES_DIR))
 # The load tools live in ``loadtest/`` at the top of the repository, not in the installed package. Put it
-# first, before any test imports them: else ``tests/loadtest/`` (on the path as this file's folder's
-# child) would be taken for them as a namespace package.
+# first, before any test imports them: pytest puts this file's folder (``tests/``) on the path, and under
+# the ``pytest`` script (no current folder on the path) ``tests/loadtest/`` was taken for them as a
+# namespace package.
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))

@@ -5,8 +5,8 @@ round every ``PRUNE_INTERVAL_S`` takes what became old since the last one, in ba
 ``PRUNE_BATCH`` rows, resting after each full batch ``PAUSE_FACTOR`` times as long as it took. A round
 every five minutes in batches of 5,000 back to back (as before) put five minutes of rows into one burst of
 deletes: measured on one instance at 163 payments/s, 48,000 idempotency keys and 2 × 48,000 inbox rows took
-12 s, during which the payments' p50 at the ingress went from 15-25 ms to 70-260 ms and their p99 from
-40-80 ms to 250-480 ms. A backlog (the first round after a stop) goes at a bounded share of the database's
+12 s, during which the payments' p50 per second at the ingress went from 12-27 ms to 69-260 ms and their p99
+from 32-82 ms to 200-476 ms. A backlog (the first round after a stop) goes at a bounded share of the database's
 time. A round that fails (the database failing over) is simply retried next time.
 """
 
