@@ -32,12 +32,14 @@ def writable_cgroups() -> None:
 
 
 def _group_paths(home: Path) -> list[Path]:
+    """Every group of ``home`` there is: the platform's groups, and the cpu groups of its own."""
     name = cgroups.group_name(home)
-    return [cgroups.CGROUP_ROOT / controller / name for controller in ("cpu", "memory")]
+    platform = [cgroups.CGROUP_ROOT / controller / name for controller in ("cpu", "memory")]
+    return [path for path in platform if path.exists()] + sorted((cgroups.CGROUP_ROOT / "cpu").glob(f"{name}-*"))
 
 
-def _start_in_group(home: Path, instance: str) -> int:
-    joins = cgroups.prepare(home, instance, cgroups.LIMITS["accounts"])
+def _start_in_group(home: Path, instance: str, service: str = "accounts") -> int:
+    joins = cgroups.prepare(home, instance, cgroups.LIMITS[service])
     argv = cgroups.join_and_exec(joins, [sys.executable, "-c", MANY_THREADS])
     pid = procs.spawn(argv, home / f"{instance}.log").pid
     procs.wait_until(lambda: pid in cgroups.pids_in(home, instance), timeout_s=10)
@@ -51,7 +53,7 @@ def test_remove_all_waits_for_a_process_still_leaving_its_group(tmp_path: Path) 
     threading.Timer(0.5, procs.kill_pid, args=(pid,)).start()
     try:
         cgroups.remove_all(tmp_path, wait_s=10)
-        assert not any(path.exists() for path in _group_paths(tmp_path))
+        assert _group_paths(tmp_path) == []
     finally:
         procs.stop_pid(pid, timeout_s=5, sig=signal.SIGKILL)
         procs.reap(pid)
@@ -60,13 +62,14 @@ def test_remove_all_waits_for_a_process_still_leaving_its_group(tmp_path: Path) 
 
 @pytest.mark.usefixtures("writable_cgroups")
 def test_remove_all_right_after_stop_leaves_no_group(tmp_path: Path) -> None:
-    for attempt in range(5):
+    for attempt in range(6):
         home = tmp_path / str(attempt)
-        pid = _start_in_group(home, "instance")
+        # A guaranteed instance's cpu group is inside the platform's, the others' beside it.
+        pid = _start_in_group(home, "instance", "transactions" if attempt % 2 else "accounts")
         procs.stop_pid(pid, timeout_s=10)
         procs.reap(pid)
         cgroups.remove_all(home)
-        assert not any(path.exists() for path in _group_paths(home)), f"attempt {attempt}"
+        assert _group_paths(home) == [], f"attempt {attempt}"
 
 
 @pytest.mark.usefixtures("writable_cgroups")
@@ -74,10 +77,30 @@ def test_remove_all_gives_up_on_a_group_that_stays_busy(tmp_path: Path) -> None:
     pid = _start_in_group(tmp_path, "alive")
     try:
         cgroups.remove_all(tmp_path, wait_s=0.5)  # returns, does not hang or raise
-        assert all(path.exists() for path in _group_paths(tmp_path))
+        name = cgroups.group_name(tmp_path)
+        assert (cgroups.CGROUP_ROOT / "cpu" / f"{name}-alive").is_dir()
+        assert (cgroups.CGROUP_ROOT / "memory" / name / "alive").is_dir()
         assert pid in cgroups.pids_in(tmp_path, "alive")
     finally:
         procs.stop_pid(pid, timeout_s=5, sig=signal.SIGKILL)
         procs.reap(pid)
         cgroups.remove_all(tmp_path)
-    assert not any(path.exists() for path in _group_paths(tmp_path))
+    assert _group_paths(tmp_path) == []
+
+
+@pytest.mark.usefixtures("writable_cgroups")
+def test_only_the_transaction_instances_are_guaranteed_their_cpu(tmp_path: Path) -> None:
+    """Their groups weigh eight processes, inside the platform's group of the same weight; each other
+    service's group weighs one process, beside it. The limits read back are those asked for."""
+    try:
+        for instance, service in (("transactions-1", "transactions"), ("cashback-1", "cashback")):
+            cgroups.prepare(tmp_path, instance, cgroups.LIMITS[service])
+            assert cgroups.read_limits(tmp_path, instance) == cgroups.LIMITS[service]
+        assert cgroups.read_shares(tmp_path, "transactions-1") == (8192, 8192)
+        assert cgroups.read_shares(tmp_path, "cashback-1") == (1024,)
+        name = cgroups.group_name(tmp_path)
+        assert (cgroups.CGROUP_ROOT / "cpu" / name / "transactions-1").is_dir()
+        assert (cgroups.CGROUP_ROOT / "cpu" / f"{name}-cashback-1").is_dir()
+    finally:
+        cgroups.remove_all(tmp_path)
+    assert _group_paths(tmp_path) == []
