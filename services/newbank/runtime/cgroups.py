@@ -32,7 +32,8 @@ GUARANTEED_SHARES = 8192
 # customers' and visitors' reads) can wait its turn. Measured side by side (1 instance, 1000 users,
 # ~160 payments/s, 8 alternated pairs): the payments' p99 at the ingress 444 ms against 706 (lower in
 # 7 of 8 pairs), their p50 45 against 67 ms (8 of 8); the cashback lag did not move beyond the scatter,
-# and the reads of those services were ~9 ms slower at the median, not at the p99.
+# and the reads of those services were ~9 ms slower at the median, not at the p99. Nearer saturation
+# (~170 payments/s, 8 more pairs) the p99 did not separate (863 against 878 ms); the p50 did (101 / 148).
 PROCESS_SHARES = 1024
 
 
