@@ -64,6 +64,15 @@ def test_payment_times_keep_the_payments_of_the_window(tmp_path: Path) -> None:
     assert "2 payments" in format_times(times) and "p99 10001 ms" in format_times(times)
 
 
+def test_a_payment_received_in_the_windows_first_millisecond_counts(tmp_path: Path) -> None:
+    """HAProxy truncates its dates to the millisecond: 12.639 may be a request received at 12.6394."""
+    log = tmp_path / "haproxy.log"
+    log.write_text(PAYMENT + "\n")
+    start = _epoch("27/Nov/2026:08:50:12.639") + 0.0004
+    assert payment_times(read_records(log), start, start + 1)["n"] == 1
+    assert payment_times(read_records(log), start + 0.001, start + 1)["n"] == 0
+
+
 def test_read_records_starts_at_the_offset(tmp_path: Path) -> None:
     log = tmp_path / "haproxy.log"
     log.write_text(PAYMENT + "\n")

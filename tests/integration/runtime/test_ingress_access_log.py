@@ -48,6 +48,15 @@ def _lines_after(proxy: HAProxy, offset: int) -> list[tuple[str, str, int]]:
     return [(r.method, r.path, r.status) for r in read_records(proxy.log_file, offset)]
 
 
+def _when_logged(log: IngressLog, payments: int, timeout_s: float = 5.0) -> dict[str, float] | None:
+    """The window's timers once its ``payments`` are logged (or as they are at the deadline): a line is
+    written when its stream ends, just after the client has its answer."""
+    deadline = time.monotonic() + timeout_s
+    while (times := log.payment_times()) is not None and times["n"] < payments and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return times
+
+
 def test_off_logs_only_failures_on_logs_every_request_with_its_timers(ingress: HAProxy) -> None:
     payments = f"{ingress.url}/api/v1/payments"
     with httpx.Client(timeout=10) as client:
@@ -65,8 +74,7 @@ def test_off_logs_only_failures_on_logs_every_request_with_its_timers(ingress: H
         for _ in range(5):
             assert client.post(payments, json={}).status_code == 201
         log.stop(time.time())
-        time.sleep(0.3)  # a line is written when its stream ends, just after the client has its answer
-        times = log.payment_times()
+        times = _when_logged(log, 5)
         assert times is not None and times["n"] == 5
         # The instance took WORK_S over each one; nothing waited in HAProxy's queue.
         assert WORK_S * 1000 <= times["p50_ms"] <= times["p99_ms"] and times["server_p99_ms"] >= WORK_S * 1000
