@@ -102,6 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--processes", type=int, default=1, help="locust worker processes")
     parser.add_argument("--locust-cpus", default="", help="pin locust (and pgbench) with taskset, e.g. '1'")
+    parser.add_argument(
+        "--locust-cpu-group",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run locust in a CPU group that gets its CPU when it needs it (default: on where cgroup v1 is writable)",
+    )
     parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--data", type=Path, default=None, help="reuse a data.json from an earlier setup")
     parser.add_argument("--merchants", type=int, default=24)
@@ -162,11 +168,13 @@ def measure_point(
         processes=args.processes,
         wait=wait,
         cpus=args.locust_cpus,
+        cpu_group=args.locust_cpu_group,
     )
     ingress = IngressLog.for_platform(home, host)
     _, cpu, start, probe_ms = run_with_cpu(
         run, pids, warmup_s=args.warmup, progress=sys.stdout.isatty(), home=home, ingress=ingress
     )
+    (folder / "load_generator.txt").write_text(run.group.describe() + "\n")
     summary = summarise(folder, start, start + args.duration)
     ingress_times = ingress.payment_times() or {}
     report = asyncio.run(
@@ -235,9 +243,12 @@ def run(args: argparse.Namespace) -> int:
         )
     data = json.loads(data_file.read_text())
     before = len(transaction_pids(home))
+    where = "in a CPU group of its own" if args.locust_cpu_group else "among the machine's processes"
     print(
         f"scaling benchmark: {counts} instances, {args.users} users, {args.warmup:.0f}s warm-up + "
-        f"{args.duration:.0f}s measured per point, think time {args.wait} s → {results}",
+        f"{args.duration:.0f}s measured per point, think time {args.wait} s, "
+        f"locust {where} "
+        f"→ {results}",
         flush=True,
     )
     latency_waits = [w.strip() for w in args.latency_waits.split(";") if w.strip()]

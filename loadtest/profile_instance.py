@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.svg:
             record(pid, max(seconds // 2, 5), results / "flamegraph.svg", "flamegraph")
     finally:
-        proc.wait()
+        run.finish(proc)
     collapsed = (results / "profile.txt").read_text()
     text = (
         format_top(*top_functions(collapsed))

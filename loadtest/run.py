@@ -22,6 +22,7 @@ from typing import Any
 from loadtest import checks, setup_data
 from loadtest.cpu import CpuWindow, descendants
 from loadtest.ingress_log import IngressLog, format_times
+from loadtest.loadgen_cgroup import LoadGeneratorGroup
 from loadtest.report import read_locust_stats, read_records, read_status_counts, server_errors, window_stats
 from loadtest.speed_probe import SpeedProbe
 
@@ -118,8 +119,11 @@ class LocustRun:
     wait: str = "1.5,3.5"
     mode: str = "platform"
     cpus: str = ""  # taskset CPU list for locust, e.g. "1"; empty = not pinned
+    # Locust in a CPU group of its own that gets its CPU when it needs it (loadtest/loadgen_cgroup.py).
+    cpu_group: bool = True
     web_ui: bool = False
     user_classes: list[str] = field(default_factory=lambda: list(PLATFORM_USERS))
+    group: LoadGeneratorGroup = field(default_factory=lambda: LoadGeneratorGroup(None, "not started"))
 
     def command(self) -> list[str]:
         argv = [
@@ -147,10 +151,22 @@ class LocustRun:
         for stale in [*self.results.glob("payments-*.jsonl"), *self.results.glob("statuses-*.json")]:
             stale.unlink()
         log = (self.results / "locust.log").open("ab")
+        self.group = LoadGeneratorGroup.create() if self.cpu_group else LoadGeneratorGroup(None, "not asked for")
         self.started_at = time.time()
         return subprocess.Popen(
-            self.command(), env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=LOADTEST_DIR.parent
+            self.group.wrap(self.command()),
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=LOADTEST_DIR.parent,
         )
+
+    def finish(self, proc: subprocess.Popen[bytes]) -> int:
+        """Wait for locust to exit, then remove its CPU group; its exit code."""
+        try:
+            return proc.wait()
+        finally:
+            self.group.remove()
 
 
 def run_with_cpu(
@@ -169,6 +185,28 @@ def run_with_cpu(
     median CPU ms over the window).
     """
     proc = run.start()
+    try:
+        used, window_start, probe_ms = _measure(run, proc, instance_pids, warmup_s, progress, home, ingress)
+        _sleep_while(proc, 3600, run.started_at + run.run_time_s, progress)
+    finally:
+        if proc.poll() is None:  # interrupted: locust must not outlive the run
+            proc.terminate()
+        run.finish(proc)
+    if progress:
+        print("\r" + " " * 40 + "\r", end="", flush=True)
+    return proc.returncode or 0, used, window_start, probe_ms
+
+
+def _measure(
+    run: LocustRun,
+    proc: subprocess.Popen[bytes],
+    instance_pids: list[int] | None,
+    warmup_s: float,
+    progress: bool,
+    home: Path | None,
+    ingress: IngressLog | None,
+) -> tuple[dict[str, float], float, float]:
+    """The measured window of :func:`run_with_cpu`: (cores per group, its start, the probe's median ms)."""
     probe = SpeedProbe()
     groups = {"locust": lambda: descendants(proc.pid), "instances": lambda: list(instance_pids or [])}
     if home is not None:  # instances started meanwhile (the operator scaling up) count too
@@ -190,10 +228,7 @@ def run_with_cpu(
         probe_ms = probe.stop()
         if ingress is not None:
             ingress.stop(time.time())
-    _sleep_while(proc, 3600, deadline, progress)
-    if progress:
-        print("\r" + " " * 40 + "\r", end="", flush=True)
-    return proc.returncode or 0, used, window_start, probe_ms
+    return used, window_start, probe_ms
 
 
 def _sleep_while(proc: subprocess.Popen[bytes], seconds: float, deadline: float, progress: bool) -> None:
@@ -238,6 +273,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--processes", type=int, default=1, help="locust worker processes")
     parser.add_argument("--wait", default="1.5,3.5", help="think time 'min,max' seconds per user")
     parser.add_argument("--locust-cpus", default="", help="pin locust with taskset, e.g. '1'")
+    parser.add_argument(
+        "--locust-cpu-group",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run locust in a CPU group that gets its CPU when it needs it (default: on where cgroup v1 is writable)",
+    )
     parser.add_argument("--web", action="store_true", help="the web UI instead of headless")
     parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--data", type=Path, default=None, help="reuse a data.json from an earlier setup")
@@ -277,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
         processes=args.processes,
         wait=args.wait,
         cpus=args.locust_cpus,
+        cpu_group=args.locust_cpu_group,
         web_ui=args.web,
     )
     print(f"load: {args.users} users for {args.duration:.0f}s → {results}", flush=True)
@@ -290,6 +332,7 @@ def run(args: argparse.Namespace) -> int:
     # The operator's loop may scale the transaction service under the load: say so.
     summary["cpu"] = cpu
     summary["probe_ms"] = probe_ms
+    summary["load_generator"] = locust_run.group.describe()
     summary["transaction_instances"] = {"start": len(instances_before), "end": len(transaction_pids(home))}
     ok = code == 0
     if not args.no_checks:
@@ -334,6 +377,7 @@ def format_summary(summary: dict, results: Path) -> str:
             f"machine speed: the probe's fixed work took {summary.get('probe_ms', float('nan')):.2f} ms of CPU "
             "(median; lower = faster; compare runs only at similar values)",
             "transaction instances: {start} at the start, {end} at the end".format(**summary["transaction_instances"]),
+            "load generator: " + summary.get("load_generator", "?"),
             f"reports: {results}/locust.html, {results}/locust_stats.csv, {results}/summary.json",
         ]
     )

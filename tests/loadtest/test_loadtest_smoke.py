@@ -28,6 +28,10 @@ def _speed_probes_running() -> list[int]:
     return running
 
 
+def _loadgen_groups() -> list[Path]:
+    return sorted((cgroups.CGROUP_ROOT / "cpu").glob("newbank-loadgen-*"))
+
+
 def _ok(result: Any) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
@@ -61,6 +65,10 @@ def test_loadtest_runs_and_its_checks_pass(newbank_platform: Any, tmp_path: Path
     assert (results / "locust.html").exists()
     assert (results / "locust_stats.csv").exists()
     assert not _speed_probes_running()
+    # Locust ran in a CPU group of its own, gone with it (loadtest/loadgen_cgroup.py).
+    expected = "weighing 8192" if cgroups.available() is None else "not in a CPU group of its own"
+    assert expected in summary["load_generator"] and "load generator: " in result.stdout
+    assert not _loadgen_groups()
     data = json.loads((results / "data.json").read_text())
     assert {m["currency"] for m in data["merchants"]} >= {"EUR", "USD", "GBP", "JPY"}
 
@@ -94,6 +102,8 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     assert "below saturation" in table and "p99<250" in table
     assert (results / "latency-1-run2" / "checks.json").exists()
     assert not _speed_probes_running()  # every probe was stopped by its PID
+    assert not _loadgen_groups()  # nor a CPU group of locust's, one per run
+    assert "weighing 8192" in (results / "point-1" / "load_generator.txt").read_text() or cgroups.available()
     # The framework ceiling's uvicorn ran in its own cgroup: gone with it, not left behind one per run.
     for controller in ("cpu", "memory"):
         assert not (cgroups.CGROUP_ROOT / controller / cgroups.group_name(results / "ceiling-framework")).exists()

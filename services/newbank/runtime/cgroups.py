@@ -136,7 +136,7 @@ def pids_in(home: Path, instance: str) -> list[int]:
         return []
 
 
-def _rmdir_retrying(path: Path, deadline: float) -> None:
+def rmdir_retrying(path: Path, deadline: float) -> None:
     """``rmdir`` a group, retrying while it is busy: a process that has just exited (a zombie whose
     threads are still leaving, or one not yet reaped) keeps its group populated for a moment."""
     while path.exists():
@@ -152,7 +152,7 @@ def remove(home: Path, instance: str, *, wait_s: float = 3.0) -> None:
     """Remove the instance's groups (retrying for up to ``wait_s`` while they are busy)."""
     deadline = time.monotonic() + wait_s
     for path in _group_dirs(home, instance):
-        _rmdir_retrying(path, deadline)
+        rmdir_retrying(path, deadline)
 
 
 def remove_all(home: Path, *, wait_s: float = 3.0) -> None:
@@ -164,8 +164,8 @@ def remove_all(home: Path, *, wait_s: float = 3.0) -> None:
         if parent.is_dir():
             for child in parent.iterdir():
                 if child.is_dir():
-                    _rmdir_retrying(child, deadline)
-            _rmdir_retrying(parent, deadline)
+                    rmdir_retrying(child, deadline)
+            rmdir_retrying(parent, deadline)
         for alone in (CGROUP_ROOT / controller).glob(f"{name}-*"):
             if alone.is_dir():
-                _rmdir_retrying(alone, deadline)
+                rmdir_retrying(alone, deadline)
