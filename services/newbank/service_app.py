@@ -167,7 +167,10 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
             spec.key_resolver(settings, db)
             if spec.key_resolver
             else IntrospectionClient(
-                settings.accounts_internal_url, settings.admin_token, ttl_s=settings.introspection_cache_s
+                settings.accounts_internal_url,
+                settings.admin_token,
+                ttl_s=settings.introspection_cache_s,
+                stale_s=settings.introspection_stale_s,
             )
         )
         ctx = ServiceContext(settings=settings, db=db, broker=broker, relay=relay, key_resolver=resolver)

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # The accounts service's internal address (introspection), never routed by the ingress.
     accounts_internal_url: str = "http://127.0.0.1:8101"
     introspection_cache_s: float = 30.0
+    # How long past introspection_cache_s a key's answer is still given while it is asked again.
+    introspection_stale_s: float = 10.0
 
     onboarding_rate_limit_per_minute: int = 30
     partners_cache_ttl_s: float = 1.5
