@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -76,6 +76,33 @@ class Clock:
 MERCHANT = Principal("merchant", MERCHANT_ID)
 
 
+async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.01)
+
+
+async def eventually_refused(client: IntrospectionClient, timeout_s: float = 5.0) -> None:
+    """The background refresh's answer (a refusal) is what the client gives, once it is back."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while await client.resolve("nbm_key") is not None:
+        assert asyncio.get_running_loop().time() < deadline, "still accepted"
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def clocked_client(state: Accounts) -> AsyncIterator[tuple[IntrospectionClient, Clock]]:
+    """A client with a 30 s TTL and 10 s of stale answers on the test's clock, against the stand-in."""
+    clock = Clock()
+    async with accounts_service(state) as url:
+        client = IntrospectionClient(url, "admin-token", ttl_s=30, stale_s=10, clock=clock)
+        try:
+            yield client, clock
+        finally:
+            await client.aclose()
+
+
 async def test_concurrent_requests_for_one_key_ask_once() -> None:
     state = Accounts(delay_s=0.2)
     async with accounts_service(state) as url:
@@ -90,81 +117,62 @@ async def test_concurrent_requests_for_one_key_ask_once() -> None:
 
 async def test_an_aged_answer_is_given_while_one_refresh_runs() -> None:
     state = Accounts()
-    clock = Clock()
-    async with accounts_service(state) as url:
-        client = IntrospectionClient(url, "admin-token", ttl_s=30, stale_s=10, clock=clock)
-        try:
-            assert await client.resolve("nbm_key") == MERCHANT
-            clock.now += 31  # past its 30 s, within the 10 s more
-            state.delay_s = 0.2
-            # Answered at once from what the cache has, by many requests, with one introspection behind them.
-            answers = await asyncio.wait_for(asyncio.gather(*(client.resolve("nbm_key") for _ in range(20))), 0.1)
-            assert answers == [MERCHANT] * 20
-            await asyncio.sleep(0.4)
-            assert state.asked == 2
-            # The refresh made it fresh again: no more introspections.
-            clock.now += 5
-            assert await client.resolve("nbm_key") == MERCHANT
-            assert state.asked == 2
-        finally:
-            await client.aclose()
+    async with clocked_client(state) as (client, clock):
+        assert await client.resolve("nbm_key") == MERCHANT
+        clock.now += 31  # past its 30 s, within the 10 s more
+        state.delay_s = 1.0
+        # Answered at once from what the cache has (well before the introspection's 1 s), by many
+        # requests, with one introspection behind them.
+        answers = await asyncio.wait_for(asyncio.gather(*(client.resolve("nbm_key") for _ in range(20))), 0.5)
+        assert answers == [MERCHANT] * 20
+        await eventually(lambda: state.asked == 2)
+        await asyncio.sleep(1.2)  # the refresh's answer is back
+        # It made the answer fresh again: past the old one's 10 s more, no introspection.
+        clock.now += 25
+        assert await client.resolve("nbm_key") == MERCHANT
+        assert state.asked == 2
 
 
 async def test_a_revocation_is_seen_by_the_refresh_and_not_later() -> None:
     state = Accounts()
-    clock = Clock()
-    async with accounts_service(state) as url:
-        client = IntrospectionClient(url, "admin-token", ttl_s=30, stale_s=10, clock=clock)
-        try:
-            assert await client.resolve("nbm_key") == MERCHANT
-            state.active = False  # the key is revoked
-            clock.now += 31
-            assert await client.resolve("nbm_key") == MERCHANT  # the aged answer, one last time
-            await asyncio.sleep(0.2)
-            assert await client.resolve("nbm_key") is None
-            # A refusal is never given stale: past the negative TTL it is asked again.
-            clock.now += 3
-            state.active = True
-            assert await client.resolve("nbm_key") == MERCHANT
-            assert state.asked == 3
-        finally:
-            await client.aclose()
+    async with clocked_client(state) as (client, clock):
+        assert await client.resolve("nbm_key") == MERCHANT
+        state.active = False  # the key is revoked
+        clock.now += 31
+        assert await client.resolve("nbm_key") == MERCHANT  # the aged answer, one last time
+        await eventually_refused(client)
+        assert state.asked == 2
+        # A refusal is never given stale: past the negative TTL it is asked again.
+        clock.now += 3
+        state.active = True
+        assert await client.resolve("nbm_key") == MERCHANT
+        assert state.asked == 3
 
 
 async def test_past_the_stale_window_a_request_waits_for_the_answer() -> None:
     state = Accounts()
-    clock = Clock()
-    async with accounts_service(state) as url:
-        client = IntrospectionClient(url, "admin-token", ttl_s=30, stale_s=10, clock=clock)
-        try:
-            assert await client.resolve("nbm_key") == MERCHANT
-            clock.now += 41
-            state.active = False
-            assert await client.resolve("nbm_key") is None
-            assert state.asked == 2
-        finally:
-            await client.aclose()
+    async with clocked_client(state) as (client, clock):
+        assert await client.resolve("nbm_key") == MERCHANT
+        clock.now += 41
+        state.active = False
+        assert await client.resolve("nbm_key") is None
+        assert state.asked == 2
 
 
 async def test_accounts_failing_keeps_the_aged_answer_only_until_the_stale_window_ends() -> None:
     state = Accounts()
-    clock = Clock()
-    async with accounts_service(state) as url:
-        client = IntrospectionClient(url, "admin-token", ttl_s=30, stale_s=10, clock=clock)
-        try:
-            assert await client.resolve("nbm_key") == MERCHANT
-            state.failing = True
-            clock.now += 35
-            assert await client.resolve("nbm_key") == MERCHANT
-            await asyncio.sleep(0.2)  # that refresh failed; the answer is still within its window
-            assert await client.resolve("nbm_key") == MERCHANT
-            await asyncio.sleep(0.2)
-            clock.now += 6  # 41 s after it was asked
-            with pytest.raises(ProblemError) as caught:
-                await client.resolve("nbm_key")
-            assert caught.value.status == 503
-        finally:
-            await client.aclose()
+    async with clocked_client(state) as (client, clock):
+        assert await client.resolve("nbm_key") == MERCHANT
+        state.failing = True
+        clock.now += 35
+        assert await client.resolve("nbm_key") == MERCHANT
+        await asyncio.sleep(0.2)  # that refresh failed; the answer is still within its window
+        assert await client.resolve("nbm_key") == MERCHANT
+        await asyncio.sleep(0.2)
+        clock.now += 6  # 41 s after it was asked
+        with pytest.raises(ProblemError) as caught:
+            await client.resolve("nbm_key")
+        assert caught.value.status == 503
 
 
 async def test_a_request_that_goes_away_does_not_cancel_the_others_answer() -> None:
