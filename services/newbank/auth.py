@@ -93,7 +93,8 @@ class IntrospectionClient:
     request that found its key's answer expired asked again. Under a benchmark's full load the accounts
     service (30 % of a CPU, also serving reads) fell seconds behind, requests whose introspection took
     over 3 s were 503s, and its own health checks timed out, so HAProxy took it out: 1,255 503s in the
-    2-, 3- and 4-instance points, against 1 with this in the next run (thirteenth session).
+    2-, 3- and 4-instance points; with this, 1 and 12 in two runs alternated with two more without it
+    (1,172 there; thirteenth session, `loadtest/README.md`).
 
     A revoked key is therefore refused at most ``ttl_s + stale_s`` after its revocation (a refresh
     that fails keeps the old answer no longer than that); an unknown key's refusal is never given stale.
@@ -150,7 +151,8 @@ class IntrospectionClient:
         return task
 
     def _asked(self, digest: str, task: asyncio.Task[Principal | None]) -> None:
-        self._asking.pop(digest, None)
+        if self._asking.get(digest) is task:
+            del self._asking[digest]
         if not task.cancelled():
             task.exception()  # a background refresh's failure is seen by whoever awaits the next one
 
