@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from loadtest import ceilings, checks, setup_data
+from loadtest import ceilings, checks, pipeline_drain, setup_data
 from loadtest.ingress_log import IngressLog
 from loadtest.report import ScalingPoint, format_ceilings, format_latency_table, format_table, seed_per_second
 from loadtest.run import LocustRun, format_cpu, platform_target, run_with_cpu, summarise, transaction_pids
@@ -277,19 +277,33 @@ def run(args: argparse.Namespace) -> int:
                 scale_transactions(before)
 
     db_tps = framework_rps = None
+    drain_line = ""
     db_probe_ms = framework_probe_ms = math.nan
     ceiling_notes: dict[str, Any] = {}
     if not args.no_ceilings:
         clients = args.pgbench_clients or POOL_MAX_PER_INSTANCE * max(counts)
         dsn = checks.bank_database_url()
         if dsn:
-            print(f"database ceiling: pgbench, {clients} clients, {args.duration:.0f}s ...", flush=True)
-            db_tps, output, db_probe_ms = ceilings.pgbench_ceiling(
-                dsn, data, results / "ceiling-db", clients=clients, seconds=int(args.duration), cpus=args.locust_cpus
+            print(
+                f"database ceiling: pgbench, {clients} clients, {args.duration:.0f}s, services paused ...", flush=True
             )
+            db = ceilings.database_ceiling(
+                dsn,
+                data,
+                results / "ceiling-db",
+                home,
+                clients=clients,
+                seconds=int(args.duration),
+                cpus=args.locust_cpus,
+            )
+            db_tps, db_probe_ms = db.tps, db.probe_ms
             if db_tps is None:
-                errors = [line for line in output.splitlines() if "error" in line.lower()][-3:]
-                print("database ceiling: no measurement —", " | ".join(errors) or output[-300:], flush=True)
+                errors = [line for line in db.output.splitlines() if "error" in line.lower()][-3:]
+                print("database ceiling: no measurement —", " | ".join(errors) or db.output[-300:], flush=True)
+            if db.drain is not None:
+                drain_line = pipeline_drain.format_drain(db.drain)
+                print(drain_line, flush=True)
+            ceiling_notes |= {"db_services_paused": db.paused, "pipeline": db.drain.as_json() if db.drain else None}
         ceiling_notes |= {"pgbench_clients": clients, "db_probe_ms": db_probe_ms}
         print("framework ceiling: trivial FastAPI in one limited uvicorn ...", flush=True)
         stats, cpu, limited, framework_probe_ms = ceilings.framework_ceiling(
@@ -316,6 +330,8 @@ def run(args: argparse.Namespace) -> int:
         format_table(points),
         format_ceilings(points, db_tps, framework_rps, db_probe_ms=db_probe_ms, framework_probe_ms=framework_probe_ms),
     ]
+    if drain_line:
+        sections[-1] += "\n" + drain_line
     if latency_points:
         sections.append("below saturation\n" + format_latency_table(latency_points, args.latency_p99_ms))
     text = "\n\n".join(sections)

@@ -2,24 +2,30 @@
 
 - database: ``pgbench`` with custom scripts doing exactly the SQL of one payment — ``SELECT
   make_payment(...)``, one server-side function call — at the platform's database concurrency, against
-  the same PostgreSQL (primary with its synchronous standby);
+  the same PostgreSQL (primary with its synchronous standby), with the services paused so that it is
+  PostgreSQL alone; when they run again, the backlog of its payments' events says what the asynchronous
+  pipeline costs per payment (``pipeline_drain.py``);
 - framework: a trivial FastAPI endpoint (``trivial_app.py``) in one uvicorn process inside a cgroup
   with the transaction service's limits (50% CPU / 300 MB), under the same locust users.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest import pipeline_drain
 from loadtest.report import WindowStats, read_records, window_stats
-from loadtest.run import LocustRun, run_with_cpu
+from loadtest.run import LocustRun, platform_pid_groups, run_with_cpu, service_pids, transaction_pids
+from loadtest.services_paused import processes_paused
 from loadtest.speed_probe import SpeedProbe
 
 TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
@@ -98,6 +104,47 @@ def pgbench_ceiling(
     output = done.stdout + done.stderr
     (folder / "pgbench.log").write_text(" ".join(a if "@127" not in a else "<dsn>" for a in argv) + "\n" + output)
     return parse_pgbench_tps(output), output, probe_ms
+
+
+@dataclass
+class DatabaseCeiling:
+    tps: float | None
+    output: str
+    probe_ms: float
+    paused: int  # service processes held still while pgbench ran
+    drain: pipeline_drain.Drain | None  # what the pipeline then did with the ceiling's payments
+
+
+def database_ceiling(
+    dsn: str, data: dict[str, Any], folder: Path, home: Path, *, clients: int, seconds: int, cpus: str = ""
+) -> DatabaseCeiling:
+    """pgbench with the platform's services paused, then the pipeline's drain of what it left behind."""
+    after = asyncio.run(pipeline_drain.newest_payment_id(dsn))
+    with processes_paused(service_pids(home), max_s=seconds + 150) as paused:
+        tps, output, probe_ms = pgbench_ceiling(dsn, data, folder, clients=clients, seconds=seconds, cpus=cpus)
+    groups = platform_pid_groups(home) | {"instances": lambda: transaction_pids(home)}
+    drain = asyncio.run(pipeline_drain.wait_settled(dsn, after, groups, timeout_s=max(120.0, 4.0 * seconds)))
+    _wait_ingress_servers_up(home)
+    return DatabaseCeiling(tps, output, probe_ms, len(paused), drain)
+
+
+def _wait_ingress_servers_up(home: Path, timeout_s: float = 30) -> None:
+    """After a pause HAProxy has marked the services down; the platform is back when they are up."""
+    from newbank.runtime.layout import Layout
+
+    layout = Layout.load(home)
+    if layout is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            rows = layout.haproxy().stats()
+        except (OSError, RuntimeError):
+            rows = []
+        servers = [r for r in rows if r.get("svname") not in ("FRONTEND", "BACKEND")]
+        if servers and not any(r["status"].startswith("DOWN") for r in servers):
+            return
+        time.sleep(0.25)
 
 
 def free_port() -> int:

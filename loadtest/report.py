@@ -218,7 +218,7 @@ def format_ceilings(
 ) -> str:
     """Payments/s as a fraction of each ceiling, so figures read as ratios on a noisy machine."""
     lines = [
-        f"database ceiling (pgbench, SELECT make_payment): {_fmt(db_tps or math.nan, '.1f')} tps"
+        f"database ceiling (pgbench, SELECT make_payment, services paused): {_fmt(db_tps or math.nan, '.1f')} tps"
         f" (probe {_fmt(db_probe_ms, '.2f')} ms)",
         f"framework ceiling (trivial FastAPI, 1 instance, 50% CPU): {_fmt(framework_rps or math.nan, '.1f')} req/s"
         f" (probe {_fmt(framework_probe_ms, '.2f')} ms)",

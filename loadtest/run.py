@@ -51,13 +51,23 @@ def platform_target() -> tuple[str, Path]:
     return f"http://127.0.0.1:{port}", home
 
 
-def transaction_pids(home: Path) -> list[int]:
-    """PIDs of the running transaction-service instances of the platform in ``home``."""
+def service_pids(home: Path, *, transactions: bool | None = None) -> list[int]:
+    """PIDs of the platform's running service processes in ``home``: all of them, only the
+    transaction-service instances (``transactions=True``), or all but those (``False``)."""
     try:
         rows = json.loads((home / "instances.json").read_text())
     except (OSError, ValueError):
         return []
-    return [int(r["pid"]) for r in rows if r.get("service") == "transactions" and r.get("pid")]
+    return [
+        int(r["pid"])
+        for r in rows
+        if r.get("pid") and (transactions is None or (r.get("service") == "transactions") == transactions)
+    ]
+
+
+def transaction_pids(home: Path) -> list[int]:
+    """PIDs of the running transaction-service instances of the platform in ``home``."""
+    return service_pids(home, transactions=True)
 
 
 def platform_pid_groups(home: Path) -> dict[str, Callable[[], list[int]]]:
@@ -68,14 +78,7 @@ def platform_pid_groups(home: Path) -> dict[str, Callable[[], list[int]]]:
     """
     groups: dict[str, Callable[[], list[int]]] = {}
 
-    def services() -> list[int]:
-        try:
-            rows = json.loads((home / "instances.json").read_text())
-        except (OSError, ValueError):
-            return []
-        return [int(r["pid"]) for r in rows if r.get("service") != "transactions" and r.get("pid")]
-
-    groups["other services"] = services
+    groups["other services"] = lambda: service_pids(home, transactions=False)
     try:
         from newbank.runtime.layout import Layout
 

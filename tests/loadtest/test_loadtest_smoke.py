@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from loadtest.ceilings import PROCESSED
+from loadtest.run import service_pids
+from loadtest.services_paused import process_state
 from newbank.runtime import cgroups
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -107,3 +110,12 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     # The framework ceiling's uvicorn ran in its own cgroup: gone with it, not left behind one per run.
     for controller in ("cpu", "memory"):
         assert not (cgroups.CGROUP_ROOT / controller / cgroups.group_name(results / "ceiling-framework")).exists()
+    # The database ceiling ran with the services paused (PostgreSQL alone); then the pipeline settled
+    # the cashback of every payment it made, and no service was left stopped.
+    assert bench["ceilings"]["db_services_paused"] >= 4
+    processed = PROCESSED.search((results / "ceiling-db" / "pgbench.log").read_text())
+    pipeline = bench["ceilings"]["pipeline"]
+    assert processed and pipeline["settled"] and 0 < pipeline["payments"] <= int(processed.group(1))
+    assert f"pipeline: the ceiling's {pipeline['payments']} payments' cashback settled" in table
+    services = service_pids(newbank_platform.home)
+    assert len(services) >= 4 and not [pid for pid in services if process_state(pid) in ("T", None)]
