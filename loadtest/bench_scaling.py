@@ -277,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
                 scale_transactions(before)
 
     db_tps = framework_rps = None
+    db_alone = True
     drain_line = ""
     db_probe_ms = framework_probe_ms = math.nan
     ceiling_notes: dict[str, Any] = {}
@@ -296,7 +297,9 @@ def run(args: argparse.Namespace) -> int:
                 seconds=int(args.duration),
                 cpus=args.locust_cpus,
             )
-            db_tps, db_probe_ms = db.tps, db.probe_ms
+            db_tps, db_probe_ms, db_alone = db.tps, db.probe_ms, db.paused > 0
+            if not db_alone:
+                print("database ceiling: no service process of a local platform to pause: it includes them", flush=True)
             if db_tps is None:
                 errors = [line for line in db.output.splitlines() if "error" in line.lower()][-3:]
                 print("database ceiling: no measurement —", " | ".join(errors) or db.output[-300:], flush=True)
@@ -328,7 +331,14 @@ def run(args: argparse.Namespace) -> int:
 
     sections = [
         format_table(points),
-        format_ceilings(points, db_tps, framework_rps, db_probe_ms=db_probe_ms, framework_probe_ms=framework_probe_ms),
+        format_ceilings(
+            points,
+            db_tps,
+            framework_rps,
+            db_probe_ms=db_probe_ms,
+            framework_probe_ms=framework_probe_ms,
+            db_alone=db_alone,
+        ),
     ]
     if drain_line:
         sections[-1] += "\n" + drain_line

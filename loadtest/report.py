@@ -215,10 +215,14 @@ def format_ceilings(
     *,
     db_probe_ms: float = math.nan,
     framework_probe_ms: float = math.nan,
+    db_alone: bool = True,
 ) -> str:
-    """Payments/s as a fraction of each ceiling, so figures read as ratios on a noisy machine."""
+    """Payments/s as a fraction of each ceiling, so figures read as ratios on a noisy machine.
+
+    ``db_alone``: the services were paused while pgbench ran (otherwise their pipeline ran beside it)."""
+    services = "services paused" if db_alone else "services RUNNING"
     lines = [
-        f"database ceiling (pgbench, SELECT make_payment, services paused): {_fmt(db_tps or math.nan, '.1f')} tps"
+        f"database ceiling (pgbench, SELECT make_payment, {services}): {_fmt(db_tps or math.nan, '.1f')} tps"
         f" (probe {_fmt(db_probe_ms, '.2f')} ms)",
         f"framework ceiling (trivial FastAPI, 1 instance, 50% CPU): {_fmt(framework_rps or math.nan, '.1f')} req/s"
         f" (probe {_fmt(framework_probe_ms, '.2f')} ms)",

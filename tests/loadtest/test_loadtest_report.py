@@ -186,6 +186,9 @@ def test_tables_show_how_fast_the_machine_was() -> None:
     ceilings = format_ceilings([point], 2000, 4000, db_probe_ms=8.5, framework_probe_ms=9.25)
     assert "2000.0 tps (probe 8.50 ms)" in ceilings and "4000.0 req/s (probe 9.25 ms)" in ceilings
     assert "(probe - ms)" in format_ceilings([point], 2000, 4000)
+    # The database ceiling says whether it was PostgreSQL alone or had the services' pipeline beside it.
+    assert "SELECT make_payment, services paused): 2000.0 tps" in ceilings
+    assert "services RUNNING" in format_ceilings([point], 2000, 4000, db_alone=False)
     runs = [
         ScalingPoint(1, 300, 20, 100, 200, 0, probe_ms=8.26, extra={"wait": "1.0,3.0"}),
         ScalingPoint(1, 320, 20, 100, 210, 0, probe_ms=7.72, extra={"wait": "1.0,3.0"}),
