@@ -14,15 +14,20 @@ from dataclasses import dataclass
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (all its threads) so far; 0 when it is gone."""
+def stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the ``)`` of comm (state is field 0, ppid 1, utime 11, stime 12);
+    None when the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # After the ")" of comm: state is field 0, utime 11, stime 12.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (all its threads) so far; 0 when it is gone."""
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else 0.0
 
 
 def descendants(root: int) -> list[int]:
@@ -31,12 +36,9 @@ def descendants(root: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
+        fields = stat_fields(int(entry))
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(entry))
     found, todo = [], [root]
     while todo:
         pid = todo.pop()

@@ -3,7 +3,7 @@
 The database ceiling must measure PostgreSQL alone. pgbench's payments write outbox events like real
 ones; with the services running, their relays publish those events and the cashback service and the
 transaction instances consume them, on the same two cores, so the "database ceiling" measured the
-database plus the whole asynchronous pipeline (412–446 tps with the services running, 692–825 tps with
+database plus the whole asynchronous pipeline (382–446 tps with the services running, 692–825 tps with
 them stopped, on one platform minutes apart, fourteenth session).
 
 A watchdog process in a session of its own continues the processes after ``max_s`` whatever becomes
@@ -18,14 +18,13 @@ import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 
+from loadtest.cpu import stat_fields
+
 
 def process_state(pid: int) -> str | None:
     """The one-letter state of ``/proc/<pid>/stat`` (``T`` = stopped), None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
+    fields = stat_fields(pid)
+    return fields[0] if fields else None
 
 
 def _signal(pid: int, signum: int) -> bool:
