@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import secrets
 import time
 from collections.abc import Callable
@@ -96,8 +97,14 @@ class IntrospectionClient:
     2-, 3- and 4-instance points; with this, 1 and 12 in two runs alternated with two more without it
     (1,172 there; thirteenth session, `loadtest/README.md`).
 
-    A revoked key is therefore refused at most ``ttl_s + stale_s`` after its revocation (a refresh
-    that fails keeps the old answer no longer than that); an unknown key's refusal is never given stale.
+    Keys are asked together: those asked while ``max_in_flight`` requests are out go in the next one
+    (up to ``max_batch`` keys each), and background refreshes wait up to ``refresh_delay_s`` for company.
+    A thousand users arriving at once cost the accounts service a few requests, not a thousand, and
+    never wait for a slot in the connection pool.
+
+    A revoked key is therefore refused at most ``ttl_s + stale_s`` (and a refresh's delay) after its
+    revocation (a refresh that fails keeps the old answer no longer than that); an unknown key's refusal
+    is never given stale.
     """
 
     def __init__(
@@ -108,6 +115,9 @@ class IntrospectionClient:
         negative_ttl_s: float = 2.0,
         stale_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        max_batch: int = 200,
+        max_in_flight: int = 4,
+        refresh_delay_s: float = 0.05,
     ):
         # uvicorn closes a connection idle for 5 s (its keep-alive timeout), httpx by default keeps one
         # for 5 s too: a request sent on a connection the server is closing at that moment fails.
@@ -122,8 +132,14 @@ class IntrospectionClient:
         self._negative_ttl_s = negative_ttl_s
         self._stale_s = stale_s
         self._clock = clock
+        self._max_batch = max(1, max_batch)
+        self._max_in_flight = max(1, max_in_flight)
+        self._refresh_delay_s = refresh_delay_s
         self._cache: dict[str, _Cached] = {}
-        self._asking: dict[str, asyncio.Task[Principal | None]] = {}
+        self._asking: dict[str, asyncio.Future[Principal | None]] = {}  # by digest, until answered
+        self._queued: dict[str, str] = {}  # digest -> key, asked but not sent yet
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._send_pending: asyncio.Handle | None = None
         self._max_entries = 100_000
 
     async def resolve(self, token: str) -> Principal | None:
@@ -136,55 +152,87 @@ class IntrospectionClient:
             if now < cached.fresh_until:
                 return cached.principal
             if now < cached.usable_until:
-                self._ask(digest, token)  # in the background; this request goes on with the answer it has
+                self._ask(digest, token, waited=False)  # this request goes on with the answer it has
                 return cached.principal
         # Shielded: a request that goes away (its client hung up) must not cancel the others' answer.
-        return await asyncio.shield(self._ask(digest, token))
+        return await asyncio.shield(self._ask(digest, token, waited=True))
 
-    def _ask(self, digest: str, token: str) -> asyncio.Task[Principal | None]:
-        """The introspection of this key under way, started if there is none."""
-        task = self._asking.get(digest)
-        if task is None:
-            task = asyncio.ensure_future(self._refresh(digest, token))
-            self._asking[digest] = task
-            task.add_done_callback(lambda done: self._asked(digest, done))
-        return task
+    def _ask(self, digest: str, token: str, *, waited: bool) -> asyncio.Future[Principal | None]:
+        """The introspection of this key under way, queued if there is none."""
+        future = self._asking.get(digest)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_retrieve)
+            self._asking[digest] = future
+            self._queued[digest] = token
+        if digest in self._queued:
+            self._schedule_send(0.0 if waited else self._refresh_delay_s)
+        return future
 
-    def _asked(self, digest: str, task: asyncio.Task[Principal | None]) -> None:
-        if self._asking.get(digest) is task:
-            del self._asking[digest]
-        if not task.cancelled():
-            task.exception()  # a background refresh's failure is seen by whoever awaits the next one
+    def _schedule_send(self, delay_s: float) -> None:
+        """Send what is queued after ``delay_s`` (at the next turn of the loop for 0), unless a send
+        comes sooner already; keys asked meanwhile go along."""
+        loop = asyncio.get_running_loop()
+        pending = self._send_pending
+        if pending is not None:
+            due = pending.when() if isinstance(pending, asyncio.TimerHandle) else loop.time()
+            if due <= loop.time() + delay_s:
+                return
+            pending.cancel()
+        if delay_s <= 0:
+            self._send_pending = loop.call_soon(self._send_queued)
+        else:
+            self._send_pending = loop.call_later(delay_s, self._send_queued)
 
-    async def _refresh(self, digest: str, token: str) -> Principal | None:
+    def _send_queued(self) -> None:
+        self._send_pending = None
+        while self._queued and len(self._in_flight) < self._max_in_flight:
+            batch = dict(itertools.islice(self._queued.items(), self._max_batch))
+            for digest in batch:
+                del self._queued[digest]
+            task = asyncio.ensure_future(self._send(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._queued and self._send_pending is None:
+            self._send_queued()  # what queued up while every slot was taken
+
+    async def _send(self, batch: dict[str, str]) -> None:
         try:
-            answer = await self._introspect(token)
-        except (httpx.HTTPError, ValueError) as exc:
-            # The accounts service is down or restarting: the platform's fault, and a retry helps.
-            raise ProblemError(
-                503,
-                "service-unavailable",
-                "keys cannot be checked right now; retry shortly",
-                headers={"Retry-After": "1"},
-            ) from exc
-        principal = None
-        if answer.get("active"):
-            principal = Principal(answer["kind"], UUID(answer["sub"]))
+            principals = [_principal(answer) for answer in await self._introspect(list(batch.values()))]
+        except Exception as exc:
+            # The accounts service is down, restarting or answered nonsense: the platform's fault, and
+            # a retry helps. Every key of the batch gets that answer; none is left waiting.
+            for digest in batch:
+                self._answer(digest, error=_unavailable(exc))
+            return
         now = self._clock()
-        fresh_until = now + (self._ttl_s if principal else self._negative_ttl_s)
-        if len(self._cache) >= self._max_entries:
+        if len(self._cache) + len(batch) > self._max_entries:
             self._cache.clear()
-        self._cache[digest] = _Cached(fresh_until, fresh_until + (self._stale_s if principal else 0.0), principal)
-        return principal
+        for digest, principal in zip(batch, principals, strict=True):
+            fresh_until = now + (self._ttl_s if principal else self._negative_ttl_s)
+            self._cache[digest] = _Cached(fresh_until, fresh_until + (self._stale_s if principal else 0.0), principal)
+            self._answer(digest, principal=principal)
 
-    async def _introspect(self, token: str) -> dict[str, Any]:
+    def _answer(self, digest: str, principal: Principal | None = None, error: BaseException | None = None) -> None:
+        future = self._asking.pop(digest, None)
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(principal)
+
+    async def _introspect(self, tokens: list[str]) -> list[dict[str, Any]]:
         """One POST, sent again once if the connection failed before an answer came (a reused
         connection the server had just closed): introspection reads and changes nothing."""
         for attempt in range(2):
             try:
                 response = await self._client.post(
                     "/internal/introspect",
-                    json={"token": token},
+                    json={"tokens": tokens},
                     headers={"Authorization": f"Bearer {self._admin_token}"},
                 )
             except _CONNECTION_LOST:
@@ -192,14 +240,41 @@ class IntrospectionClient:
                     raise
                 continue
             response.raise_for_status()
-            return response.json()
+            answers = response.json()["answers"]
+            if len(answers) != len(tokens):
+                raise ValueError(f"{len(answers)} answers to {len(tokens)} keys")
+            return answers
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
-        for task in list(self._asking.values()):
+        if self._send_pending is not None:
+            self._send_pending.cancel()
+        for task in list(self._in_flight):
             task.cancel()
-        await asyncio.gather(*self._asking.values(), return_exceptions=True)
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        for future in self._asking.values():
+            future.cancel()
+        self._asking.clear()
+        self._queued.clear()
         await self._client.aclose()
+
+
+def _principal(answer: dict[str, Any]) -> Principal | None:
+    return Principal(answer["kind"], UUID(answer["sub"])) if answer.get("active") else None
+
+
+def _unavailable(cause: BaseException) -> ProblemError:
+    error = ProblemError(
+        503, "service-unavailable", "keys cannot be checked right now; retry shortly", headers={"Retry-After": "1"}
+    )
+    error.__cause__ = cause
+    return error
+
+
+def _retrieve(future: asyncio.Future[Principal | None]) -> None:
+    """A background refresh's failure is seen by whoever waits for the next one, not logged as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _resolver(request: Request) -> KeyResolver:

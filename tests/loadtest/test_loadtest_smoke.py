@@ -6,6 +6,8 @@ and that the after-run checks pass — never how fast anything is.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from loadtest.services_paused import process_state
 from newbank.runtime import cgroups
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _speed_probes_running() -> list[int]:
@@ -119,3 +122,19 @@ def test_bench_scaling_runs_two_points_and_both_ceilings(newbank_platform: Any, 
     assert f"pipeline: the ceiling's {pipeline['payments']} payments' cashback settled" in table
     services = service_pids(newbank_platform.home)
     assert len(services) >= 4 and not [pid for pid in services if process_state(pid) in ("T", None)]
+
+
+def test_bench_introspection_runs_both_modes(newbank_platform: Any) -> None:
+    """The burst benchmark against the session's platform: twenty new keys each way, nothing timed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_introspection", "--keys", "20", "--rounds", "1",
+         "--ingress", f"http://127.0.0.1:{newbank_platform.env['NEWBANK_PORT']}"],
+        env=newbank_platform.env, cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    _ok(result)
+    lines = result.stdout.splitlines()
+    per_key = next(line for line in lines if line.startswith("per-key   20 keys"))
+    batched = next(line for line in lines if line.startswith("batched   20 keys"))
+    assert "   20 requests     0 × 503" in per_key, per_key
+    assert "    1 requests     0 × 503" in batched, batched
+    assert any(line.startswith("per-key ÷ batched: ") for line in lines), result.stdout

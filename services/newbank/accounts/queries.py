@@ -1,7 +1,7 @@
 """The accounts service's SQL, in one place (plain SQL, asyncpg placeholders)."""
 
-CUSTOMER_BY_KEY = "SELECT id FROM customer WHERE api_key_hash = $1"
-MERCHANT_BY_KEY = "SELECT id FROM merchant WHERE api_key_hash = $1"
+CUSTOMERS_BY_KEY = "SELECT api_key_hash, id FROM customer WHERE api_key_hash = ANY($1::text[])"
+MERCHANTS_BY_KEY = "SELECT api_key_hash, id FROM merchant WHERE api_key_hash = ANY($1::text[])"
 
 INSERT_CUSTOMER = """
 INSERT INTO customer (name, country, email, api_key_hash) VALUES ($1, $2, $3, $4)

@@ -19,8 +19,8 @@ from newbank.accounts.schemas import (
     DepositCreate,
     FxRate,
     FxRateSet,
-    Introspection,
     IntrospectionRequest,
+    Introspections,
     Merchant,
     MerchantCreate,
     MerchantCreated,
@@ -121,6 +121,6 @@ async def merchant_me(ctx: Context, principal: MerchantPrincipal) -> dict[str, A
     return await service.merchant_profile(ctx.db, principal.id)  # type: ignore[arg-type]
 
 
-@internal_router.post("/introspect", response_model=Introspection, response_model_exclude_none=True)
+@internal_router.post("/introspect", response_model=Introspections, response_model_exclude_none=True)
 async def introspect(_: AdminCaller, resolver: KeyResolverDep, body: IntrospectionRequest) -> dict[str, Any]:
-    return await service.introspect(resolver, body.token)
+    return await service.introspect(resolver, body.tokens)

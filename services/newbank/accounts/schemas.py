@@ -114,8 +114,13 @@ class Merchant(BaseModel):
     created_at: datetime
 
 
+MAX_INTROSPECTED_KEYS = 500
+
+
 class IntrospectionRequest(BaseModel):
-    token: StrictStr
+    """Several keys in one request: a burst of keys new to a service costs one round trip per batch."""
+
+    tokens: list[StrictStr] = Field(min_length=1, max_length=MAX_INTROSPECTED_KEYS)
 
 
 class Introspection(BaseModel):
@@ -124,3 +129,9 @@ class Introspection(BaseModel):
     active: bool
     kind: Literal["admin", "merchant", "customer"] | None = None
     sub: str | None = None
+
+
+class Introspections(BaseModel):
+    """One answer per key asked, in the order asked."""
+
+    answers: list[Introspection]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from bank_api import Bank, problem
+from bank_api import ADMIN_TOKEN, Bank, problem
 
 pytestmark = pytest.mark.integration
 
@@ -263,18 +264,55 @@ async def test_introspection_is_internal_and_admin_only(bank: Bank) -> None:
     customer = await bank.customer()
     merchant = await bank.merchant()
     url = "/internal/introspect"
-    problem(await bank.accounts.post(url, json={"token": customer["api_key"]}), 401)
+    problem(await bank.accounts.post(url, json={"tokens": [customer["api_key"]]}), 401)
     problem(
-        await bank.accounts.post(url, json={"token": customer["api_key"]}, headers=bank.auth(merchant["api_key"])), 401
+        await bank.accounts.post(url, json={"tokens": [customer["api_key"]]}, headers=bank.auth(merchant["api_key"])),
+        401,
     )
-    answer = (await bank.accounts.post(url, json={"token": customer["api_key"]}, headers=bank.admin)).json()
-    assert answer == {"active": True, "kind": "customer", "sub": customer["id"]}
-    answer = (await bank.accounts.post(url, json={"token": merchant["api_key"]}, headers=bank.admin)).json()
-    assert answer == {"active": True, "kind": "merchant", "sub": merchant["id"]}
-    answer = (await bank.accounts.post(url, json={"token": "nbm_nope"}, headers=bank.admin)).json()
-    assert answer == {"active": False}
+    answer = (await bank.accounts.post(url, json={"tokens": [customer["api_key"]]}, headers=bank.admin)).json()
+    assert answer == {"answers": [{"active": True, "kind": "customer", "sub": customer["id"]}]}
     spec = (await bank.accounts.get("/openapi.json")).json()
     assert not any(path.startswith("/internal") for path in spec["paths"])
+
+
+async def test_introspection_answers_many_keys_in_the_order_asked(bank: Bank) -> None:
+    customers = [await bank.customer() for _ in range(3)]
+    merchant = await bank.merchant()
+    tokens = [
+        customers[0]["api_key"],
+        "nbm_nope",
+        merchant["api_key"],
+        customers[1]["api_key"],
+        ADMIN_TOKEN,
+        "not-a-key",
+        "nbc_" + "x" * 300,
+        customers[2]["api_key"],
+        customers[0]["api_key"],  # twice in one request
+    ]
+    answer = (await bank.accounts.post("/internal/introspect", json={"tokens": tokens}, headers=bank.admin)).json()
+    refused = {"active": False}
+    assert answer == {
+        "answers": [
+            {"active": True, "kind": "customer", "sub": customers[0]["id"]},
+            refused,
+            {"active": True, "kind": "merchant", "sub": merchant["id"]},
+            {"active": True, "kind": "customer", "sub": customers[1]["id"]},
+            {"active": True, "kind": "admin"},
+            refused,
+            refused,
+            {"active": True, "kind": "customer", "sub": customers[2]["id"]},
+            {"active": True, "kind": "customer", "sub": customers[0]["id"]},
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"tokens": []}, {"tokens": ["nbc_x"] * 501}, {"tokens": [1]}, {"tokens": "nbc_x"}, {"token": "nbc_x"}, {}],
+    ids=["none", "too-many", "not-a-string", "not-a-list", "old-form", "empty"],
+)
+async def test_introspection_refuses_a_bad_request_with_a_problem(bank: Bank, body: dict[str, Any]) -> None:
+    problem(await bank.accounts.post("/internal/introspect", json=body, headers=bank.admin), 422)
 
 
 async def test_stored_answers_are_kept_24_hours_then_pruned(bank: Bank) -> None:

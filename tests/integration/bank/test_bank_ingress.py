@@ -73,7 +73,7 @@ async def test_every_bank_row_through_the_ingress(ingress: httpx.AsyncClient, ba
     own = await ingress.get(f"/api/v1/accounts/{account_id}", headers=bank.auth(customer["api_key"]))
     assert own.json()["balance"] == 10_000
     # The introspection endpoint is internal: the ingress does not route it.
-    internal = await ingress.post("/internal/introspect", json={"token": merchant_key}, headers=admin)
+    internal = await ingress.post("/internal/introspect", json={"tokens": [merchant_key]}, headers=admin)
     assert internal.status_code in (403, 404) and "active" not in internal.text
 
 

@@ -2,7 +2,7 @@
 services running in-process against the session's real PostgreSQL and RabbitMQ, a bus to publish the
 bank's events as the bank does (envelope, persistent, message_id = event id), and a small stand-in of
 the accounts service's introspection endpoint (the accounts service is the bank's; its contract is
-``POST /internal/introspect`` → ``{active, kind, sub}``).
+``POST /internal/introspect`` ``{tokens}`` → ``{answers: [{active, kind, sub}, ...]}``).
 
 Imported by ``tests/integration/cashback/conftest.py`` and ``tests/integration/partners/conftest.py``.
 """
@@ -67,10 +67,13 @@ class Keys:
         @app.post("/internal/introspect")
         async def introspect(request: Request) -> dict[str, Any]:
             assert request.headers.get("authorization") == f"Bearer {ADMIN_TOKEN}"
-            found = self.principals.get((await request.json())["token"])
-            if found is None:
-                return {"active": False}
-            return {"active": True, "kind": found[0], "sub": str(found[1])}
+            answers = []
+            for token in (await request.json())["tokens"]:
+                found = self.principals.get(token)
+                answers.append(
+                    {"active": False} if found is None else {"active": True, "kind": found[0], "sub": str(found[1])}
+                )
+            return {"answers": answers}
 
         return app
 

@@ -7,65 +7,27 @@ connection fails before an answer. A real TCP server here drops connections on p
 
 from __future__ import annotations
 
-import asyncio
-import json
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import pytest
+from introspection_standin import IntrospectionStandIn, introspection_standin
 
 from newbank.auth import IntrospectionClient, Principal
 from newbank.errors import ProblemError
 
-MERCHANT_ID = uuid.uuid4()
-
-
-@asynccontextmanager
-async def accounts_stub(drop_first: int) -> AsyncIterator[tuple[str, list[str]]]:
-    """Answers introspection like the accounts service, after closing the first ``drop_first``
-    connections as soon as their request arrived, without a byte of answer."""
-    seen: list[str] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-        )
-        await reader.readexactly(length)
-        if len(seen) < drop_first:
-            seen.append("dropped")
-            writer.close()
-            return
-        seen.append("answered")
-        body = json.dumps({"active": True, "kind": "merchant", "sub": str(MERCHANT_ID)}).encode()
-        writer.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        server.close()
-        await server.wait_closed()
-
 
 async def test_a_connection_lost_before_the_answer_is_retried_once() -> None:
-    async with accounts_stub(drop_first=1) as (url, seen):
+    state = IntrospectionStandIn(drop_first=1)
+    async with introspection_standin(state) as url:
         client = IntrospectionClient(url, "admin-token")
         try:
-            assert await client.resolve("nbm_key") == Principal("merchant", MERCHANT_ID)
+            assert await client.resolve("nbm_key") == Principal("merchant", state.merchant_id)
         finally:
             await client.aclose()
-    assert seen == ["dropped", "answered"]
+    assert state.outcomes == ["dropped", "answered"]
 
 
 async def test_accounts_dropping_every_connection_is_still_a_503() -> None:
-    async with accounts_stub(drop_first=10) as (url, seen):
+    state = IntrospectionStandIn(drop_first=10)
+    async with introspection_standin(state) as url:
         client = IntrospectionClient(url, "admin-token")
         try:
             with pytest.raises(ProblemError) as caught:
@@ -73,4 +35,4 @@ async def test_accounts_dropping_every_connection_is_still_a_503() -> None:
         finally:
             await client.aclose()
     assert caught.value.status == 503
-    assert seen == ["dropped", "dropped"]
+    assert state.outcomes == ["dropped", "dropped"]

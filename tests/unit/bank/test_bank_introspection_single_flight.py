@@ -8,61 +8,14 @@ request of that second introspected again, the accounts service fell seconds beh
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
+from introspection_standin import IntrospectionStandIn, introspection_standin
 
 from newbank.auth import IntrospectionClient, Principal
 from newbank.errors import ProblemError
-
-MERCHANT_ID = uuid.uuid4()
-
-
-@dataclass
-class Accounts:
-    """What the stand-in answers, and how many introspections it got."""
-
-    asked: int = 0
-    active: bool = True
-    failing: bool = False
-    delay_s: float = 0.0
-
-
-@asynccontextmanager
-async def accounts_service(state: Accounts) -> AsyncIterator[str]:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
-            length = next(
-                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-            )
-            await reader.readexactly(length)
-            state.asked += 1
-            await asyncio.sleep(state.delay_s)
-            if state.failing:
-                writer.close()
-                return
-            answer = {"active": True, "kind": "merchant", "sub": str(MERCHANT_ID)}
-            body = json.dumps(answer if state.active else {"active": False}).encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
-            )
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 class Clock:
@@ -73,7 +26,8 @@ class Clock:
         return self.now
 
 
-MERCHANT = Principal("merchant", MERCHANT_ID)
+def merchant(state: IntrospectionStandIn) -> Principal:
+    return Principal("merchant", state.merchant_id)
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -92,10 +46,10 @@ async def eventually_refused(client: IntrospectionClient, timeout_s: float = 5.0
 
 
 @asynccontextmanager
-async def clocked_client(state: Accounts) -> AsyncIterator[tuple[IntrospectionClient, Clock]]:
+async def clocked_client(state: IntrospectionStandIn) -> AsyncIterator[tuple[IntrospectionClient, Clock]]:
     """A client with a 30 s TTL and 10 s of stale answers on the test's clock, against the stand-in."""
     clock = Clock()
-    async with accounts_service(state) as url:
+    async with introspection_standin(state) as url:
         client = IntrospectionClient(url, "admin-token", ttl_s=30, stale_s=10, clock=clock)
         try:
             yield client, clock
@@ -104,55 +58,55 @@ async def clocked_client(state: Accounts) -> AsyncIterator[tuple[IntrospectionCl
 
 
 async def test_concurrent_requests_for_one_key_ask_once() -> None:
-    state = Accounts(delay_s=0.2)
-    async with accounts_service(state) as url:
+    state = IntrospectionStandIn(delay_s=0.2)
+    async with introspection_standin(state) as url:
         client = IntrospectionClient(url, "admin-token")
         try:
             answers = await asyncio.gather(*(client.resolve("nbm_key") for _ in range(50)))
         finally:
             await client.aclose()
-    assert answers == [MERCHANT] * 50
+    assert answers == [merchant(state)] * 50
     assert state.asked == 1
 
 
 async def test_an_aged_answer_is_given_while_one_refresh_runs() -> None:
-    state = Accounts()
+    state = IntrospectionStandIn()
     async with clocked_client(state) as (client, clock):
-        assert await client.resolve("nbm_key") == MERCHANT
+        assert await client.resolve("nbm_key") == merchant(state)
         clock.now += 31  # past its 30 s, within the 10 s more
         state.delay_s = 1.0
         # Answered at once from what the cache has (well before the introspection's 1 s), by many
         # requests, with one introspection behind them.
         answers = await asyncio.wait_for(asyncio.gather(*(client.resolve("nbm_key") for _ in range(20))), 0.5)
-        assert answers == [MERCHANT] * 20
+        assert answers == [merchant(state)] * 20
         await eventually(lambda: state.asked == 2)
         await asyncio.sleep(1.2)  # the refresh's answer is back
         # It made the answer fresh again: past the old one's 10 s more, no introspection.
         clock.now += 25
-        assert await client.resolve("nbm_key") == MERCHANT
+        assert await client.resolve("nbm_key") == merchant(state)
         assert state.asked == 2
 
 
 async def test_a_revocation_is_seen_by_the_refresh_and_not_later() -> None:
-    state = Accounts()
+    state = IntrospectionStandIn()
     async with clocked_client(state) as (client, clock):
-        assert await client.resolve("nbm_key") == MERCHANT
+        assert await client.resolve("nbm_key") == merchant(state)
         state.active = False  # the key is revoked
         clock.now += 31
-        assert await client.resolve("nbm_key") == MERCHANT  # the aged answer, one last time
+        assert await client.resolve("nbm_key") == merchant(state)  # the aged answer, one last time
         await eventually_refused(client)
         assert state.asked == 2
         # A refusal is never given stale: past the negative TTL it is asked again.
         clock.now += 3
         state.active = True
-        assert await client.resolve("nbm_key") == MERCHANT
+        assert await client.resolve("nbm_key") == merchant(state)
         assert state.asked == 3
 
 
 async def test_past_the_stale_window_a_request_waits_for_the_answer() -> None:
-    state = Accounts()
+    state = IntrospectionStandIn()
     async with clocked_client(state) as (client, clock):
-        assert await client.resolve("nbm_key") == MERCHANT
+        assert await client.resolve("nbm_key") == merchant(state)
         clock.now += 41
         state.active = False
         assert await client.resolve("nbm_key") is None
@@ -160,14 +114,14 @@ async def test_past_the_stale_window_a_request_waits_for_the_answer() -> None:
 
 
 async def test_accounts_failing_keeps_the_aged_answer_only_until_the_stale_window_ends() -> None:
-    state = Accounts()
+    state = IntrospectionStandIn()
     async with clocked_client(state) as (client, clock):
-        assert await client.resolve("nbm_key") == MERCHANT
+        assert await client.resolve("nbm_key") == merchant(state)
         state.failing = True
         clock.now += 35
-        assert await client.resolve("nbm_key") == MERCHANT
+        assert await client.resolve("nbm_key") == merchant(state)
         await asyncio.sleep(0.2)  # that refresh failed; the answer is still within its window
-        assert await client.resolve("nbm_key") == MERCHANT
+        assert await client.resolve("nbm_key") == merchant(state)
         await asyncio.sleep(0.2)
         clock.now += 6  # 41 s after it was asked
         with pytest.raises(ProblemError) as caught:
@@ -176,15 +130,15 @@ async def test_accounts_failing_keeps_the_aged_answer_only_until_the_stale_windo
 
 
 async def test_a_request_that_goes_away_does_not_cancel_the_others_answer() -> None:
-    state = Accounts(delay_s=0.3)
-    async with accounts_service(state) as url:
+    state = IntrospectionStandIn(delay_s=0.3)
+    async with introspection_standin(state) as url:
         client = IntrospectionClient(url, "admin-token")
         try:
             leaving = asyncio.ensure_future(client.resolve("nbm_key"))
             staying = asyncio.ensure_future(client.resolve("nbm_key"))
             await asyncio.sleep(0.05)
             leaving.cancel()
-            assert await staying == MERCHANT
+            assert await staying == merchant(state)
             assert leaving.cancelled()
             assert state.asked == 1
         finally:
