@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ import httpx
 from fastapi import Depends, Request
 
 from newbank.errors import ProblemError
+
+log = logging.getLogger("newbank.auth")
 
 PrincipalKind = Literal["admin", "merchant", "customer"]
 KEY_PREFIX = {"merchant": "nbm_", "customer": "nbc_"}
@@ -207,6 +210,7 @@ class IntrospectionClient:
         except Exception as exc:
             # The accounts service is down, restarting or answered nonsense: the platform's fault, and
             # a retry helps. Every key of the batch gets that answer; none is left waiting.
+            log.warning("introspection of %d keys failed: %r", len(batch), exc)
             for digest in batch:
                 self._answer(digest, error=_unavailable(exc))
             return
@@ -262,7 +266,11 @@ class IntrospectionClient:
 
 
 def _principal(answer: dict[str, Any]) -> Principal | None:
-    return Principal(answer["kind"], UUID(answer["sub"])) if answer.get("active") else None
+    if not answer.get("active"):
+        return None
+    if answer["kind"] == "admin":  # the accounts service's admin key: it has no subject
+        return Principal("admin")
+    return Principal(answer["kind"], UUID(answer["sub"]))
 
 
 def _unavailable(cause: BaseException) -> ProblemError:

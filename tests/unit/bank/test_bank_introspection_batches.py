@@ -111,3 +111,16 @@ async def test_an_answer_that_does_not_match_the_keys_is_a_503_for_each_not_a_ha
         await client.aclose()
     assert all(isinstance(outcome, ProblemError) and outcome.status == 503 for outcome in outcomes)
     assert state.asked == 1
+
+
+async def test_a_key_the_accounts_service_calls_its_admin_key_is_the_admin(
+    state: IntrospectionStandIn, url: str
+) -> None:
+    state.admin_keys = frozenset({"accounts-admin"})
+    client = IntrospectionClient(url, "this-service-admin")
+    try:
+        answers = await asyncio.gather(client.resolve("accounts-admin"), client.resolve("nbm_key"))
+    finally:
+        await client.aclose()
+    assert answers == [Principal("admin"), Principal("merchant", state.merchant_id)]
+    assert state.asked == 1
