@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from newbank.errors import PROBLEM_JSON, ProblemError
 
 
-def _validate_key(value: str | None) -> str:
+def validate_idempotency_key(value: str | None) -> str:
     if value is None or value == "":
         raise ProblemError(400, "idempotency-key-required", "this request needs an Idempotency-Key header")
     if len(value) > 255 or not all(0x20 <= ord(ch) < 0x7F for ch in value):
@@ -30,7 +30,7 @@ def _validate_key(value: str | None) -> str:
 async def idempotency_key_header(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> str:
-    return _validate_key(idempotency_key)
+    return validate_idempotency_key(idempotency_key)
 
 
 IdempotencyKey = Annotated[str, Depends(idempotency_key_header)]

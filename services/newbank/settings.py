@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # not: 2.8 % of a transaction instance's py-spy samples under load. Metrics are Prometheus's (/metrics);
     # true turns FastAPI's spans, metrics and logs on for a process that configures a provider.
     opentelemetry: bool = False
+    # A service's hot-path ASGI layers (``ServiceSpec.fast_paths``: the transaction service's payments).
+    # false hands every request to FastAPI: the same answers at more CPU per request (a benchmark's
+    # side-by-side switch, and a way back should a fast path ever misbehave).
+    fast_paths: bool = True
     log_level: str = "INFO"
     # The garbage collector once start-up is over (newbank/gc_tuning.py): start-up's objects frozen,
     # a young collection every this many net container allocations (CPython's default is 700).

@@ -7,7 +7,8 @@ from fastapi import FastAPI
 from newbank.service_app import ServiceSpec, create_service_app
 from newbank.settings import Settings
 from newbank.transactions.consumers import consumers
-from newbank.transactions.router import router
+from newbank.transactions.payment_fast_path import PaymentFastPath
+from newbank.transactions.router import PAYMENT_ROUTE, router
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -19,6 +20,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             title="NewBank transaction service",
             routers=[router],
             consumers=consumers(),
+            fast_paths=[(PaymentFastPath, {"route": PAYMENT_ROUTE})],
         ),
         settings,
     )
