@@ -61,7 +61,11 @@ def is_admin_token(candidate: str, admin_token: str) -> bool:
 
 
 def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+    return bearer_token_of(request.headers.get("authorization"))
+
+
+def bearer_token_of(header: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header value, or None."""
     if not header:
         return None
     scheme, _, token = header.partition(" ")

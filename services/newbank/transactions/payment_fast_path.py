@@ -3,9 +3,9 @@
 A payment is the platform's hot path. Measured side by side on one instance at its 50 % CPU quota
 (sixteenth session, ``python -m loadtest.bench_payments``), FastAPI's routing, dependencies and body
 handling took about a third of the instance's CPU per payment: 1.5-1.6 ms with them, 1.0-1.1 ms
-without. This ASGI layer does what the route does on the path
-every well-formed payment takes: the merchant's key, the Idempotency-Key, the JSON body validated by
-the same model, the same service call, the same response.
+without. This ASGI layer does what the route does on the path every well-formed payment takes: the
+merchant's key, the Idempotency-Key, the JSON body validated by the same model, the same service
+call, the same response.
 
 Anything else is handed to FastAPI unchanged, body included: no or an unknown key, a key that is
 not a merchant's, a body that is not ``application/json`` or does not validate. So every refusal
@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newbank.auth import Principal
+from newbank.auth import Principal, bearer_token_of
 from newbank.errors import ProblemError, problem_response
 from newbank.idempotency import validate_idempotency_key
 from newbank.transactions import service
@@ -94,11 +94,7 @@ def _headers(scope: Scope) -> tuple[str | None, str | None, bytes | None]:
             idempotency_key = value
         elif name == b"content-type" and content_type is None:
             content_type = value
-    token = None
-    if authorization:
-        scheme, _, rest = authorization.decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and rest.strip():
-            token = rest.strip()
+    token = bearer_token_of(authorization.decode("latin-1") if authorization is not None else None)
     key = idempotency_key.decode("latin-1") if idempotency_key is not None else None
     return token, key, content_type
 
