@@ -11,6 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from newbank.runtime.instances import UVICORN_FLAGS
+
 REPO = Path(__file__).parents[2]
 CHART = REPO / "charts" / "newbank"
 
@@ -54,6 +56,20 @@ VALUE_SETS: dict[str, list[str]] = {
         "rabbitmq.credentialsSecret=rabbit-admin",
         "--set",
         "operator.peering=false",
+    ],
+    "extra-env": [
+        "--set-string",
+        "extraEnv[0].name=NEWBANK_FAST_PATHS",
+        "--set-string",
+        "extraEnv[0].value=false",
+        "--set-string",
+        "transactions.extraEnv[0].name=NEWBANK_LOG_LEVEL",
+        "--set-string",
+        "transactions.extraEnv[0].valueFrom.configMapKeyRef.name=newbank-tuning",
+        "--set-string",
+        "transactions.extraEnv[0].valueFrom.configMapKeyRef.key=log-level",
+        "--set",
+        "gracefulShutdownSeconds=45",
     ],
 }
 CUSTOM_KINDS = {"CashbackPlatform", "KopfPeering", "Cluster", "RabbitmqCluster", "ServiceMonitor"}
@@ -287,3 +303,56 @@ def test_operator_managed_deployments_leave_replicas_to_the_operator(helm: str) 
     assert platform["scaling"]["minReplicas"] == 2 and platform["queues"][0]["minReplicas"] == 2
     unmanaged = by_kind(render(helm, "--set", "operator.enabled=false"), "Deployment")
     assert unmanaged["newbank-transactions"]["spec"]["replicas"] == 2
+
+
+def _service_containers(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: deployment["spec"]["template"]["spec"]["containers"][0]
+        for name, deployment in by_kind(objects, "Deployment").items()
+        if name != "newbank-operator"
+    }
+
+
+def test_extra_env_goes_to_every_service_after_the_charts_own(helm: str) -> None:
+    containers = _service_containers(render(helm, *VALUE_SETS["extra-env"]))
+    assert sorted(containers) == ["newbank-accounts", "newbank-cashback", "newbank-partners", "newbank-transactions"]
+    for name, container in containers.items():
+        names = [env["name"] for env in container["env"]]
+        assert names[0] == "NEWBANK_SERVICE", name
+        extra = container["env"][names.index("PYTHONDONTWRITEBYTECODE") + 1 :]
+        expected = [{"name": "NEWBANK_FAST_PATHS", "value": "false"}]
+        if name == "newbank-transactions":
+            expected.append(
+                {
+                    "name": "NEWBANK_LOG_LEVEL",
+                    "valueFrom": {"configMapKeyRef": {"name": "newbank-tuning", "key": "log-level"}},
+                }
+            )
+        assert extra == expected, name
+    by_default = _service_containers(render(helm))
+    assert all(c["env"][-1]["name"] == "PYTHONDONTWRITEBYTECODE" for c in by_default.values())
+
+
+def test_extra_env_values_must_be_strings(helm: str) -> None:
+    result = subprocess.run(
+        [helm, "template", "newbank", str(CHART), "--set", "extraEnv[0].name=X", "--set", "extraEnv[0].value=false"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "extraEnv" in result.stderr, result.stderr
+
+
+def test_services_run_as_the_load_test_runs_them(helm: str) -> None:
+    """No access log, as the local runtime (the load-test figures are its), and a graceful shutdown
+    that ends before the kubelet's SIGKILL."""
+    for value_set, grace in (("defaults", 20), ("extra-env", 45)):
+        objects = render(helm, *VALUE_SETS[value_set])
+        for name, container in _service_containers(objects).items():
+            args = container["args"]
+            assert "--no-access-log" in args, name
+            assert int(args[args.index("--timeout-graceful-shutdown") + 1]) == grace, name
+            pod = by_kind(objects, "Deployment")[name]["spec"]["template"]["spec"]
+            assert pod["terminationGracePeriodSeconds"] == grace + 10, name
+    # The local runtime's flags, but for the grace period, which the pod's termination period bounds.
+    local = [flag for flag in UVICORN_FLAGS if flag.startswith("--")]
+    assert all(flag in args for flag in local), (local, args)

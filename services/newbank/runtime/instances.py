@@ -105,6 +105,11 @@ def log_file(layout: Layout, instance: Instance) -> Path:
     return layout.logs / f"{instance.name}.log"
 
 
+# No access log (HAProxy logs requests when asked; a line per request costs the instance's CPU) and
+# a bounded graceful shutdown. The Helm chart runs the services with the same (tests/k8s).
+UVICORN_FLAGS = ("--no-access-log", "--timeout-graceful-shutdown", "10")
+
+
 def start_instance(layout: Layout, instance: Instance, *, use_cgroups: bool) -> Instance:
     """Start uvicorn for ``instance`` (in its cgroups when possible); does not wait for readiness."""
     module = layout.app_module.format(service=instance.service)
@@ -112,8 +117,7 @@ def start_instance(layout: Layout, instance: Instance, *, use_cgroups: bool) -> 
         sys.executable, "-m", "uvicorn", module,
         "--host", "127.0.0.1",
         "--port", str(instance.port),
-        "--no-access-log",
-        "--timeout-graceful-shutdown", "10",
+        *UVICORN_FLAGS,
         "--log-config", str(uvicorn_log_config(layout.home)),
     ]  # fmt: skip
     if layout.app_dir:
