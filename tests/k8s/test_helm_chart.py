@@ -343,16 +343,15 @@ def test_extra_env_values_must_be_strings(helm: str) -> None:
 
 
 def test_services_run_as_the_load_test_runs_them(helm: str) -> None:
-    """No access log, as the local runtime (the load-test figures are its), and a graceful shutdown
-    that ends before the kubelet's SIGKILL."""
+    """The local runtime's flags (the load-test figures are its: no access log), but for the grace
+    period, which the chart sets so that the shutdown ends before the kubelet's SIGKILL."""
+    local = [flag for flag in UVICORN_FLAGS if flag.startswith("--")]
+    assert "--no-access-log" in local
     for value_set, grace in (("defaults", 20), ("extra-env", 45)):
         objects = render(helm, *VALUE_SETS[value_set])
         for name, container in _service_containers(objects).items():
             args = container["args"]
-            assert "--no-access-log" in args, name
+            assert all(flag in args for flag in local), (name, local, args)
             assert int(args[args.index("--timeout-graceful-shutdown") + 1]) == grace, name
             pod = by_kind(objects, "Deployment")[name]["spec"]["template"]["spec"]
             assert pod["terminationGracePeriodSeconds"] == grace + 10, name
-    # The local runtime's flags, but for the grace period, which the pod's termination period bounds.
-    local = [flag for flag in UVICORN_FLAGS if flag.startswith("--")]
-    assert all(flag in args for flag in local), (local, args)
