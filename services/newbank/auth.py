@@ -26,6 +26,7 @@ import httpx
 from fastapi import Depends, Request
 
 from newbank.errors import ProblemError
+from newbank.observability import KEY_INTROSPECTION_DURATION, KEYS_UNCHECKED
 
 log = logging.getLogger("newbank.auth")
 
@@ -114,6 +115,10 @@ class IntrospectionClient:
     A revoked key is therefore refused at most ``ttl_s + stale_s`` (and a refresh's delay) after its
     revocation (a refresh that fails keeps the old answer no longer than that); an unknown key's refusal
     is never given stale.
+
+    A request whose key has no usable answer waits for it up to ``timeout_s``, then is a 503. Under a
+    saturated machine the accounts service answered in up to 5-10 s (eighteenth session), so the former
+    3 s made 503s of requests the platform would have served.
     """
 
     def __init__(
@@ -127,13 +132,14 @@ class IntrospectionClient:
         max_batch: int = 200,
         max_in_flight: int = 4,
         refresh_delay_s: float = 0.05,
+        timeout_s: float = 10.0,
     ):
         # uvicorn closes a connection idle for 5 s (its keep-alive timeout), httpx by default keeps one
         # for 5 s too: a request sent on a connection the server is closing at that moment fails.
         # Dropping idle connections well before the server does removes that race.
         self._client = httpx.AsyncClient(
             base_url=base_url,
-            timeout=httpx.Timeout(3.0),
+            timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
         )
         self._admin_token = admin_token
@@ -164,7 +170,11 @@ class IntrospectionClient:
                 self._ask(digest, token, waited=False)  # this request goes on with the answer it has
                 return cached.principal
         # Shielded: a request that goes away (its client hung up) must not cancel the others' answer.
-        return await asyncio.shield(self._ask(digest, token, waited=True))
+        try:
+            return await asyncio.shield(self._ask(digest, token, waited=True))
+        except ProblemError:
+            KEYS_UNCHECKED.inc()
+            raise
 
     def _ask(self, digest: str, token: str, *, waited: bool) -> asyncio.Future[Principal | None]:
         """The introspection of this key under way, queued if there is none."""
@@ -209,15 +219,19 @@ class IntrospectionClient:
             self._send_queued()  # what queued up while every slot was taken
 
     async def _send(self, batch: dict[str, str]) -> None:
+        started = time.monotonic()
         try:
             principals = [_principal(answer) for answer in await self._introspect(list(batch.values()))]
         except Exception as exc:
+            outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else "failed"
+            KEY_INTROSPECTION_DURATION.labels(outcome).observe(time.monotonic() - started)
             # The accounts service is down, restarting or answered nonsense: the platform's fault, and
             # a retry helps. Every key of the batch gets that answer; none is left waiting.
             log.warning("introspection of %d keys failed: %r", len(batch), exc)
             for digest in batch:
                 self._answer(digest, error=_unavailable(exc))
             return
+        KEY_INTROSPECTION_DURATION.labels("answered").observe(time.monotonic() - started)
         now = self._clock()
         if len(self._cache) + len(batch) > self._max_entries:
             self._cache.clear()

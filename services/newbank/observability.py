@@ -33,6 +33,17 @@ EVENTS_CONSUMED = Counter(
     "newbank_events_consumed_total", "Events taken from a queue, by outcome", ["queue", "outcome"]
 )
 
+KEY_INTROSPECTION_DURATION = Histogram(
+    "newbank_key_introspection_duration_seconds",
+    "Time the accounts service took to answer one introspection request (a batch of keys), by outcome",
+    ["outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
+)
+KEYS_UNCHECKED = Counter(
+    "newbank_keys_unchecked_total",
+    "Requests answered 503 because their key could not be checked in time (no usable cached answer)",
+)
+
 ROWS_PRUNED = Counter("newbank_rows_pruned_total", "Rows deleted once past their retention", ["what"])
 
 _UNMATCHED = "unmatched"

@@ -174,6 +174,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
                 settings.admin_token,
                 ttl_s=settings.introspection_cache_s,
                 stale_s=settings.introspection_stale_s,
+                timeout_s=settings.introspection_timeout_s,
             )
         )
         ctx = ServiceContext(settings=settings, db=db, broker=broker, relay=relay, key_resolver=resolver)

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     introspection_cache_s: float = 30.0
     # How long past introspection_cache_s a key's answer is still given while it is asked again.
     introspection_stale_s: float = 10.0
+    # How long a key's check may wait for the accounts service before the request is a 503. Under a
+    # saturated machine its answers took up to 5-10 s (it weighs one process); the ingress lets a
+    # request queue 10 s for an instance, so a key's check gets as long.
+    introspection_timeout_s: float = Field(default=10.0, gt=0)
 
     onboarding_rate_limit_per_minute: int = 30
     partners_cache_ttl_s: float = 1.5
