@@ -7,11 +7,9 @@ connection fails before an answer. A real TCP server here drops connections on p
 
 from __future__ import annotations
 
-import pytest
-from introspection_standin import IntrospectionStandIn, introspection_standin
+from introspection_standin import IntrospectionStandIn, introspection_standin, problem_resolving
 
 from newbank.auth import IntrospectionClient, Principal
-from newbank.errors import ProblemError
 
 
 async def test_a_connection_lost_before_the_answer_is_retried_once() -> None:
@@ -27,12 +25,5 @@ async def test_a_connection_lost_before_the_answer_is_retried_once() -> None:
 
 async def test_accounts_dropping_every_connection_is_still_a_503() -> None:
     state = IntrospectionStandIn(drop_first=10)
-    async with introspection_standin(state) as url:
-        client = IntrospectionClient(url, "admin-token")
-        try:
-            with pytest.raises(ProblemError) as caught:
-                await client.resolve("nbm_key")
-        finally:
-            await client.aclose()
-    assert caught.value.status == 503
+    assert (await problem_resolving(state)).status == 503
     assert state.outcomes == ["dropped", "dropped"]

@@ -9,11 +9,10 @@ default, and every introspection is timed in ``newbank_key_introspection_duratio
 from __future__ import annotations
 
 import pytest
-from introspection_standin import IntrospectionStandIn, introspection_standin
+from introspection_standin import IntrospectionStandIn, introspection_standin, problem_resolving
 from prometheus_client import REGISTRY
 
 from newbank.auth import IntrospectionClient, Principal
-from newbank.errors import ProblemError
 from newbank.settings import Settings
 
 
@@ -41,14 +40,7 @@ async def test_a_slow_answer_within_the_timeout_is_awaited_and_timed() -> None:
 async def test_an_answer_later_than_the_timeout_is_a_503_counted_as_unchecked() -> None:
     state = IntrospectionStandIn(delay_s=1.0)
     timeouts_before, unchecked_before = _timed("timeout"), _sample("newbank_keys_unchecked_total")
-    async with introspection_standin(state) as url:
-        client = IntrospectionClient(url, "admin-token", timeout_s=0.2)
-        try:
-            with pytest.raises(ProblemError) as caught:
-                await client.resolve("nbm_key")
-        finally:
-            await client.aclose()
-    assert caught.value.status == 503
+    assert (await problem_resolving(state, timeout_s=0.2)).status == 503
     assert _timed("timeout") == timeouts_before + 1
     assert _sample("newbank_keys_unchecked_total") == unchecked_before + 1
 
