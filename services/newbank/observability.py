@@ -35,7 +35,7 @@ EVENTS_CONSUMED = Counter(
 
 KEY_INTROSPECTION_DURATION = Histogram(
     "newbank_key_introspection_duration_seconds",
-    "Time the accounts service took to answer one introspection request (a batch of keys), by outcome",
+    "Time one introspection request (a batch of keys) took, as its caller saw it, by outcome",
     ["outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
 )

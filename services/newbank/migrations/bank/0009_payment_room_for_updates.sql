@@ -7,7 +7,7 @@
 -- `loadtest/README.md`) 35-62 % of those updates were HOT before, 70-89 % after: the consumer applies
 -- outcomes in batches, one transaction each, and a batch's old versions are dead only at its commit.
 --
--- Only pages written from now on keep that room; existing rows have had their update already. The lock is
+-- Only pages written from now on keep that room. The lock is
 -- SHARE UPDATE EXCLUSIVE: payments go on while it is taken.
 
 ALTER TABLE payment SET (fillfactor = 90);
