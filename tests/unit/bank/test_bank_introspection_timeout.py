@@ -1,9 +1,10 @@
 """A key's check waits for a slow accounts service up to its timeout, and the metrics say how it went.
 
 Under a saturated machine the accounts service (one process's CPU weight) answered introspection in up
-to 5-10 s; with the former 3 s timeout, a request whose key had no cached answer was a 503 (one or two
-per benchmark point, eighteenth session, ``loadtest/README.md``). The timeout is now a setting, 10 s by
-default, and every introspection is timed in ``newbank_key_introspection_duration_seconds``.
+to 5-10 s; with the former 3 s timeout, a request whose key had no cached answer was a 503 (one at each of
+two points of the seventeenth session's benchmark; measured in the eighteenth, ``loadtest/README.md``).
+The timeout is now a setting, 10 s by default, and every introspection is timed in
+``newbank_key_introspection_duration_seconds``.
 """
 
 from __future__ import annotations
