@@ -8,8 +8,8 @@ and took a new entry in each of the table's indexes. Ten per cent of each page i
 Here payments are made as the API makes them (``make_payment``, one transaction each) and their outcomes
 applied as the transaction service's consumer does (``UPDATE_CASHBACKS``, a small batch per transaction).
 Each row's current version, looked up in its page, says whether its update stayed there (HOT). With both
-fillfactors set back to 100 (the migrations edited), 369 of the 400 key updates did in each of two runs, and
-329 and 276 of the 400 payment updates.
+fillfactors set back to 100 (the migrations edited), 369 of the 400 key updates did in each of two runs,
+and the test fails; for the payments it checks the table's option (see below why not the count).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ async def _apply_outcomes(conn: asyncpg.Connection, payment_ids: list[uuid.UUID]
         await conn.execute(UPDATE_CASHBACKS, batch, ["credited"] * len(batch), [123] * len(batch), [1] * len(batch))
 
 
-async def test_keys_and_payments_are_updated_in_place(bank: Bank, pg_cluster: PgCluster) -> None:
+async def test_keys_are_updated_in_place_and_payments_have_room(bank: Bank, pg_cluster: PgCluster) -> None:
     _, account = await bank.funded_account("EUR", deposit=10_000_000)
     merchant = await bank.merchant("EUR")
     merchant_id, account_id = uuid.UUID(merchant["id"]), uuid.UUID(account["id"])
@@ -77,9 +77,8 @@ async def test_keys_and_payments_are_updated_in_place(bank: Bank, pg_cluster: Pg
         keys_in_place = await _updated_in_place(conn, "idempotency_key", [row["ctid"] for row in key_rows])
         await _apply_outcomes(conn, payment_ids)
         payment_rows = await conn.fetch(
-            "SELECT ctid, cashback_status, cashback_amount FROM payment WHERE id = ANY($1::uuid[])", payment_ids
+            "SELECT cashback_status, cashback_amount FROM payment WHERE id = ANY($1::uuid[])", payment_ids
         )
-        payments_in_place = await _updated_in_place(conn, "payment", [row["ctid"] for row in payment_rows])
         payment_options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'payment'::regclass")
     finally:
         await conn.close()
@@ -89,7 +88,8 @@ async def test_keys_and_payments_are_updated_in_place(bank: Bank, pg_cluster: Pg
         sorted((row["cashback_status"], row["cashback_amount"]) for row in payment_rows)
         == [("credited", 123)] * PAYMENTS
     )
-    # Fewer of these stay in their page either way: a batch's old versions die only at its commit. Here 370
-    # of 400 in each of two runs, with 100 329 and 276; under load 70-89 %, with 100 35-62 %.
-    assert payments_in_place >= 0.85 * PAYMENTS, f"{payments_in_place} of {PAYMENTS} payment updates stayed"
+    # How many payment updates stay in their page is not asserted: a batch's old versions die only at its
+    # commit, and page pruning can reclaim them only once no snapshot still sees them, so the count depends
+    # on what else runs. 370 of 400 alone (twice), 320 in the whole suite; with 100, 329 and 276 alone.
+    # Under load: 70-89 % against 35-62 % (eighteenth session, `loadtest/README.md`).
     assert "fillfactor=90" in payment_options, payment_options
